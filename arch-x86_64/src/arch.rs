@@ -1,0 +1,492 @@
+//! `Arch` for x86_64, on kvm-ioctls.
+
+use crate::boot::prepare;
+use crate::cpuid::vcpu_cpuid;
+use crate::exit::X86Exit;
+use crate::msrs::{boot_msr_entries, saved_msr_indices};
+use crate::{
+    decode_exit, BootSetup, Error, IoDirection, IrqchipMode, PortIoBus, Result, VcpuConfig,
+    VmConfig, X86VcpuState,
+};
+use kvm_bindings::{
+    kvm_enable_cap, kvm_fpu, kvm_guest_debug, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_sregs,
+    CpuId, Msrs, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvmkit_core::{
+    Arch, ArchExitOutcome, Capability, DecodeError, RunOutcome, UserMemoryRegion, VcpuExit, VcpuId,
+};
+use std::sync::OnceLock;
+
+/// The x86_64 architecture: the marker type implementing [`Arch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct X86_64;
+
+/// `/dev/kvm` for x86_64, with the supported CPUID read once.
+#[derive(Debug)]
+pub struct X86System {
+    kvm: Kvm,
+    run_len: usize,
+    supported_cpuid: OnceLock<CpuId>,
+}
+
+impl X86System {
+    /// kvm-ioctls' handle, for calls this crate does not wrap.
+    pub fn kvm_ioctls(&self) -> &Kvm {
+        &self.kvm
+    }
+
+    fn supported_cpuid(&self) -> Result<&CpuId> {
+        if let Some(c) = self.supported_cpuid.get() {
+            return Ok(c);
+        }
+        let c = self
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(Error::ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+        Ok(self.supported_cpuid.get_or_init(|| c))
+    }
+}
+
+/// A VM fd for x86_64 and how its irqchip was set up.
+#[derive(Debug)]
+pub struct X86Vm {
+    fd: VmFd,
+    irqchip: OnceLock<IrqchipMode>,
+}
+
+impl X86Vm {
+    /// kvm-ioctls' handle, for calls this crate does not wrap (irqfd, ioeventfd…).
+    pub fn vm_fd(&self) -> &VmFd {
+        &self.fd
+    }
+
+    /// The irqchip this VM was created with.
+    pub fn irqchip(&self) -> IrqchipMode {
+        self.irqchip.get().copied().unwrap_or_default()
+    }
+}
+
+/// A vCPU fd for x86_64 with the length of its `kvm_run` mapping.
+#[derive(Debug)]
+pub struct X86Vcpu {
+    fd: VcpuFd,
+    run_len: usize,
+    has_lapic: bool,
+}
+
+impl X86Vcpu {
+    /// kvm-ioctls' handle, for x86-only calls (MSRs, LAPIC, events…).
+    pub fn vcpu_fd(&self) -> &VcpuFd {
+        &self.fd
+    }
+}
+
+fn set_msrs(fd: &VcpuFd, entries: &[kvm_msr_entry]) -> Result<()> {
+    let msrs = Msrs::from_entries(entries).map_err(|e| Error::FamList {
+        what: "MSR",
+        detail: format!("{e:?}"),
+    })?;
+    let done = fd.set_msrs(&msrs).map_err(Error::ioctl("KVM_SET_MSRS"))?;
+    if done != entries.len() {
+        return Err(Error::Partial {
+            ioctl: "KVM_SET_MSRS",
+            done,
+            wanted: entries.len(),
+        });
+    }
+    Ok(())
+}
+
+/// LVT entries of the LAPIC register page.
+const APIC_LVT0: usize = 0x350;
+const APIC_LVT1: usize = 0x360;
+const APIC_MODE_NMI: u32 = 0x4;
+const APIC_MODE_EXTINT: u32 = 0x7;
+
+fn set_lint(lapic: &mut kvm_bindings::kvm_lapic_state, reg: usize, mode: u32) {
+    let mut b = [0u8; 4];
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = lapic.regs[reg + i] as u8;
+    }
+    let v = (u32::from_le_bytes(b) & !0x700) | (mode << 8);
+    for (i, x) in v.to_le_bytes().into_iter().enumerate() {
+        lapic.regs[reg + i] = x as _;
+    }
+}
+
+impl Arch for X86_64 {
+    const NAME: &'static str = "x86_64";
+
+    type Error = Error;
+    type System = X86System;
+    type VmFd = X86Vm;
+    type VcpuFd = X86Vcpu;
+    type Regs = kvm_regs;
+    type Sregs = kvm_sregs;
+    type Fpu = kvm_fpu;
+    type GuestDebug = kvm_guest_debug;
+    type VcpuState = X86VcpuState;
+    type VmConfig = VmConfig;
+    type VcpuConfig = VcpuConfig;
+    type BootSetup = BootSetup;
+    type ArchExit<'a> = X86Exit<'a>;
+    type ArchIo = PortIoBus;
+
+    fn open_system() -> Result<X86System> {
+        let kvm = Kvm::new().map_err(Error::OpenKvm)?;
+        let v = kvm.get_api_version();
+        if v != 12 {
+            return Err(Error::ApiVersion(v));
+        }
+        let run_len = kvm
+            .get_vcpu_mmap_size()
+            .map_err(Error::ioctl("KVM_GET_VCPU_MMAP_SIZE"))?;
+        Ok(X86System {
+            kvm,
+            run_len,
+            supported_cpuid: OnceLock::new(),
+        })
+    }
+
+    fn check_extension(sys: &X86System, cap: Capability) -> i32 {
+        sys.kvm
+            .check_extension_raw(libc::c_ulong::from(cap.number()))
+    }
+
+    fn vcpu_mmap_size(sys: &X86System) -> Result<usize> {
+        Ok(sys.run_len)
+    }
+
+    fn create_vm(sys: &X86System) -> Result<X86Vm> {
+        let fd = sys.kvm.create_vm().map_err(Error::ioctl("KVM_CREATE_VM"))?;
+        Ok(X86Vm {
+            fd,
+            irqchip: OnceLock::new(),
+        })
+    }
+
+    fn vm_check_extension(vm: &X86Vm, cap: Capability) -> i32 {
+        vm.fd.check_extension_raw(libc::c_ulong::from(cap.number()))
+    }
+
+    fn init_vm(vm: &X86Vm, config: &VmConfig) -> Result<()> {
+        vm.fd
+            .set_identity_map_address(config.identity_map_address)
+            .map_err(Error::ioctl("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        let tss = usize::try_from(config.tss_address).map_err(|_| Error::Ioctl {
+            ioctl: "KVM_SET_TSS_ADDR",
+            source: kvm_ioctls::Error::new(libc::EINVAL),
+        })?;
+        vm.fd
+            .set_tss_address(tss)
+            .map_err(Error::ioctl("KVM_SET_TSS_ADDR"))?;
+        match config.irqchip {
+            IrqchipMode::None => {}
+            IrqchipMode::Kernel => {
+                vm.fd
+                    .create_irq_chip()
+                    .map_err(Error::ioctl("KVM_CREATE_IRQCHIP"))?;
+                if config.pit {
+                    let pit = kvm_pit_config {
+                        flags: KVM_PIT_SPEAKER_DUMMY,
+                        ..Default::default()
+                    };
+                    vm.fd
+                        .create_pit2(pit)
+                        .map_err(Error::ioctl("KVM_CREATE_PIT2"))?;
+                }
+            }
+            IrqchipMode::Split { ioapic_pins } => {
+                let mut cap = kvm_enable_cap {
+                    cap: KVM_CAP_SPLIT_IRQCHIP,
+                    ..Default::default()
+                };
+                cap.args[0] = u64::from(ioapic_pins);
+                vm.fd
+                    .enable_cap(&cap)
+                    .map_err(Error::ioctl("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))?;
+            }
+        }
+        // `init_vm` runs once per VM (from `Kvm::create_vm`); a second call
+        // would have failed above (KVM_CREATE_IRQCHIP returns EEXIST).
+        let _ = vm.irqchip.set(config.irqchip);
+        Ok(())
+    }
+
+    unsafe fn set_user_memory_region(vm: &X86Vm, r: &UserMemoryRegion) -> Result<()> {
+        let region = kvm_bindings::kvm_userspace_memory_region {
+            slot: r.slot.0,
+            flags: r.flags.bits(),
+            guest_phys_addr: r.guest_phys_addr,
+            memory_size: r.memory_size,
+            userspace_addr: r.userspace_addr,
+        };
+        // SAFETY: the caller guarantees the host range stays mapped while the
+        // slot exists (the contract of `Arch::set_user_memory_region`).
+        unsafe { vm.fd.set_user_memory_region(region) }
+            .map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))
+    }
+
+    fn create_vcpu(sys: &X86System, vm: &X86Vm, id: VcpuId) -> Result<X86Vcpu> {
+        let fd = vm
+            .fd
+            .create_vcpu(u64::from(id.0))
+            .map_err(Error::ioctl("KVM_CREATE_VCPU"))?;
+        let has_lapic = !matches!(vm.irqchip(), IrqchipMode::None);
+        Ok(X86Vcpu {
+            fd,
+            run_len: sys.run_len,
+            has_lapic,
+        })
+    }
+
+    fn init_vcpu(
+        sys: &X86System,
+        _vm: &X86Vm,
+        vcpu: &X86Vcpu,
+        id: VcpuId,
+        config: &VcpuConfig,
+    ) -> Result<()> {
+        if let Some(policy) = &config.cpuid {
+            let cpuid = vcpu_cpuid(sys.supported_cpuid()?, id, policy)?;
+            vcpu.fd
+                .set_cpuid2(&cpuid)
+                .map_err(Error::ioctl("KVM_SET_CPUID2"))?;
+        }
+        if config.boot_msrs {
+            set_msrs(&vcpu.fd, &boot_msr_entries())?;
+        }
+        if config.lapic_lints && vcpu.has_lapic {
+            let mut lapic = vcpu.fd.get_lapic().map_err(Error::ioctl("KVM_GET_LAPIC"))?;
+            set_lint(&mut lapic, APIC_LVT0, APIC_MODE_EXTINT);
+            set_lint(&mut lapic, APIC_LVT1, APIC_MODE_NMI);
+            vcpu.fd
+                .set_lapic(&lapic)
+                .map_err(Error::ioctl("KVM_SET_LAPIC"))?;
+        }
+        Ok(())
+    }
+
+    fn get_regs(vcpu: &X86Vcpu) -> Result<kvm_regs> {
+        vcpu.fd.get_regs().map_err(Error::ioctl("KVM_GET_REGS"))
+    }
+
+    fn set_regs(vcpu: &X86Vcpu, regs: &kvm_regs) -> Result<()> {
+        vcpu.fd.set_regs(regs).map_err(Error::ioctl("KVM_SET_REGS"))
+    }
+
+    fn get_sregs(vcpu: &X86Vcpu) -> Result<kvm_sregs> {
+        vcpu.fd.get_sregs().map_err(Error::ioctl("KVM_GET_SREGS"))
+    }
+
+    fn set_sregs(vcpu: &X86Vcpu, sregs: &kvm_sregs) -> Result<()> {
+        vcpu.fd
+            .set_sregs(sregs)
+            .map_err(Error::ioctl("KVM_SET_SREGS"))
+    }
+
+    fn get_fpu(vcpu: &X86Vcpu) -> Result<kvm_fpu> {
+        vcpu.fd.get_fpu().map_err(Error::ioctl("KVM_GET_FPU"))
+    }
+
+    fn set_fpu(vcpu: &X86Vcpu, fpu: &kvm_fpu) -> Result<()> {
+        vcpu.fd.set_fpu(fpu).map_err(Error::ioctl("KVM_SET_FPU"))
+    }
+
+    fn get_one_reg(vcpu: &X86Vcpu, id: u64, data: &mut [u8]) -> Result<usize> {
+        let needed = kvm_ioctls::reg_size(id);
+        if data.len() < needed {
+            return Err(Error::OneRegBuffer {
+                id,
+                needed,
+                len: data.len(),
+            });
+        }
+        vcpu.fd
+            .get_one_reg(id, data)
+            .map_err(Error::ioctl("KVM_GET_ONE_REG"))
+    }
+
+    fn set_one_reg(vcpu: &X86Vcpu, id: u64, data: &[u8]) -> Result<usize> {
+        let needed = kvm_ioctls::reg_size(id);
+        if data.len() < needed {
+            return Err(Error::OneRegBuffer {
+                id,
+                needed,
+                len: data.len(),
+            });
+        }
+        vcpu.fd
+            .set_one_reg(id, data)
+            .map_err(Error::ioctl("KVM_SET_ONE_REG"))
+    }
+
+    fn set_guest_debug(vcpu: &X86Vcpu, debug: &kvm_guest_debug) -> Result<()> {
+        vcpu.fd
+            .set_guest_debug(debug)
+            .map_err(Error::ioctl("KVM_SET_GUEST_DEBUG"))
+    }
+
+    fn save_vcpu_state(vcpu: &X86Vcpu) -> Result<X86VcpuState> {
+        let fd = &vcpu.fd;
+        let mut msrs = Vec::new();
+        for index in saved_msr_indices() {
+            let mut one = Msrs::from_entries(&[kvm_msr_entry {
+                index,
+                ..Default::default()
+            }])
+            .map_err(|e| Error::FamList {
+                what: "MSR",
+                detail: format!("{e:?}"),
+            })?;
+            if fd
+                .get_msrs(&mut one)
+                .map_err(Error::ioctl("KVM_GET_MSRS"))?
+                == 1
+            {
+                msrs.push((index, one.as_slice()[0].data));
+            }
+        }
+        Ok(X86VcpuState {
+            regs: Self::get_regs(vcpu)?,
+            sregs: Self::get_sregs(vcpu)?,
+            fpu: Self::get_fpu(vcpu)?,
+            msrs,
+            lapic: if vcpu.has_lapic {
+                Some(fd.get_lapic().map_err(Error::ioctl("KVM_GET_LAPIC"))?)
+            } else {
+                None
+            },
+            mp_state: Some(
+                fd.get_mp_state()
+                    .map_err(Error::ioctl("KVM_GET_MP_STATE"))?,
+            ),
+            vcpu_events: Some(
+                fd.get_vcpu_events()
+                    .map_err(Error::ioctl("KVM_GET_VCPU_EVENTS"))?,
+            ),
+            debugregs: Some(
+                fd.get_debug_regs()
+                    .map_err(Error::ioctl("KVM_GET_DEBUGREGS"))?,
+            ),
+        })
+    }
+
+    fn restore_vcpu_state(vcpu: &X86Vcpu, s: &X86VcpuState) -> Result<()> {
+        let fd = &vcpu.fd;
+        // Order matters: sregs (APIC base, EFER) before MSRs and the LAPIC;
+        // the LAPIC before events; MP state last.
+        Self::set_sregs(vcpu, &s.sregs)?;
+        Self::set_regs(vcpu, &s.regs)?;
+        Self::set_fpu(vcpu, &s.fpu)?;
+        let entries: Vec<kvm_msr_entry> = s
+            .msrs
+            .iter()
+            .map(|&(index, data)| kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            })
+            .collect();
+        set_msrs(fd, &entries)?;
+        if let Some(l) = &s.lapic {
+            fd.set_lapic(l).map_err(Error::ioctl("KVM_SET_LAPIC"))?;
+        }
+        if let Some(d) = &s.debugregs {
+            fd.set_debug_regs(d)
+                .map_err(Error::ioctl("KVM_SET_DEBUGREGS"))?;
+        }
+        if let Some(e) = &s.vcpu_events {
+            fd.set_vcpu_events(e)
+                .map_err(Error::ioctl("KVM_SET_VCPU_EVENTS"))?;
+        }
+        if let Some(m) = s.mp_state {
+            fd.set_mp_state(m)
+                .map_err(Error::ioctl("KVM_SET_MP_STATE"))?;
+        }
+        Ok(())
+    }
+
+    fn setup_boot<M: vm_memory::GuestMemory>(
+        vcpu: &X86Vcpu,
+        mem: &M,
+        boot: &BootSetup,
+    ) -> Result<()> {
+        let mut sregs = Self::get_sregs(vcpu)?;
+        let (regs, fpu) = prepare(mem, boot, &mut sregs)?;
+        Self::set_sregs(vcpu, &sregs)?;
+        Self::set_regs(vcpu, &regs)?;
+        if let Some(fpu) = fpu {
+            Self::set_fpu(vcpu, &fpu)?;
+        }
+        Ok(())
+    }
+
+    fn kvm_run(vcpu: &mut X86Vcpu) -> &mut [u8] {
+        crate::sys::kvm_run_bytes(&mut vcpu.fd, vcpu.run_len)
+    }
+
+    fn run(vcpu: &mut X86Vcpu) -> Result<RunOutcome> {
+        match crate::sys::kvm_run(&vcpu.fd) {
+            Ok(()) => Ok(RunOutcome::Exited),
+            Err(e) if matches!(e.errno(), libc::EINTR | libc::EAGAIN) => {
+                Ok(RunOutcome::Interrupted)
+            }
+            Err(source) => Err(Error::Ioctl {
+                ioctl: "KVM_RUN",
+                source,
+            }),
+        }
+    }
+
+    fn decode_exit(run: &mut [u8]) -> std::result::Result<VcpuExit<'_, Self>, DecodeError> {
+        decode_exit(run)
+    }
+
+    fn handle_arch_exit(io: &PortIoBus, exit: X86Exit<'_>) -> ArchExitOutcome {
+        match exit {
+            X86Exit::Io {
+                direction,
+                port,
+                size,
+                data,
+            } => {
+                let mut handled = true;
+                for chunk in data.chunks_mut(usize::from(size)) {
+                    handled &= match direction {
+                        IoDirection::In => io.read(port, chunk),
+                        IoDirection::Out => io.write(port, chunk),
+                    };
+                }
+                if handled {
+                    ArchExitOutcome::Handled
+                } else {
+                    ArchExitOutcome::Unhandled {
+                        space: "pio",
+                        addr: u64::from(port),
+                        write: direction == IoDirection::Out,
+                    }
+                }
+            }
+            X86Exit::RdMsr { index, data } => {
+                data.fill(0);
+                ArchExitOutcome::Unhandled {
+                    space: "msr",
+                    addr: u64::from(index),
+                    write: false,
+                }
+            }
+            X86Exit::WrMsr { index, .. } => ArchExitOutcome::Unhandled {
+                space: "msr",
+                addr: u64::from(index),
+                write: true,
+            },
+            X86Exit::Other { reason } => ArchExitOutcome::Unhandled {
+                space: "exit",
+                addr: u64::from(reason),
+                write: false,
+            },
+        }
+    }
+}

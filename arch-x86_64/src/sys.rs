@@ -1,0 +1,157 @@
+//! The raw ioctls this crate issues itself, with x86's own `_IOC` encoding.
+//!
+//! Everything else goes through kvm-ioctls. `KVM_RUN` is issued here because
+//! the exit is decoded by this crate from the `kvm_run` bytes
+//! ([`crate::decode_exit`]), one decoder for real runs and for scripted ones.
+
+use std::os::unix::io::AsRawFd;
+
+const KVMIO: u64 = 0xAE;
+const IOC_NONE: u64 = 0;
+const IOC_WRITE: u64 = 1;
+const IOC_READ: u64 = 2;
+
+/// x86's (the asm-generic) `_IOC(dir, type, nr, size)`.
+pub const fn ioc(dir: u64, ty: u64, nr: u64, size: u64) -> u64 {
+    (dir << 30) | (size << 16) | (ty << 8) | nr
+}
+
+/// `KVM_RUN` = `_IO(KVMIO, 0x80)`.
+pub const KVM_RUN: u64 = ioc(IOC_NONE, KVMIO, 0x80, 0);
+/// `KVM_GET_ONE_REG` = `_IOW(KVMIO, 0xab, struct kvm_one_reg)`.
+pub const KVM_GET_ONE_REG: u64 = ioc(IOC_WRITE, KVMIO, 0xab, 16);
+/// `KVM_SET_ONE_REG` = `_IOW(KVMIO, 0xac, struct kvm_one_reg)`.
+pub const KVM_SET_ONE_REG: u64 = ioc(IOC_WRITE, KVMIO, 0xac, 16);
+
+/// Every ioctl number this crate defines or relies on, by the kernel's macro
+/// name, x86 encoding.
+pub fn ioctl_numbers() -> Vec<(&'static str, u64)> {
+    use kvm_bindings as kb;
+    use std::mem::size_of;
+    let s = |n: usize| n as u64;
+    vec![
+        ("KVM_GET_API_VERSION", ioc(IOC_NONE, KVMIO, 0x00, 0)),
+        ("KVM_CREATE_VM", ioc(IOC_NONE, KVMIO, 0x01, 0)),
+        ("KVM_CHECK_EXTENSION", ioc(IOC_NONE, KVMIO, 0x03, 0)),
+        ("KVM_GET_VCPU_MMAP_SIZE", ioc(IOC_NONE, KVMIO, 0x04, 0)),
+        (
+            "KVM_GET_SUPPORTED_CPUID",
+            ioc(IOC_WRITE | IOC_READ, KVMIO, 0x05, 8),
+        ),
+        ("KVM_CREATE_VCPU", ioc(IOC_NONE, KVMIO, 0x41, 0)),
+        (
+            "KVM_SET_USER_MEMORY_REGION",
+            ioc(
+                IOC_WRITE,
+                KVMIO,
+                0x46,
+                s(size_of::<kb::kvm_userspace_memory_region>()),
+            ),
+        ),
+        ("KVM_SET_TSS_ADDR", ioc(IOC_NONE, KVMIO, 0x47, 0)),
+        ("KVM_SET_IDENTITY_MAP_ADDR", ioc(IOC_WRITE, KVMIO, 0x48, 8)),
+        ("KVM_CREATE_IRQCHIP", ioc(IOC_NONE, KVMIO, 0x60, 0)),
+        ("KVM_RUN", KVM_RUN),
+        (
+            "KVM_GET_REGS",
+            ioc(IOC_READ, KVMIO, 0x81, s(size_of::<kb::kvm_regs>())),
+        ),
+        (
+            "KVM_SET_REGS",
+            ioc(IOC_WRITE, KVMIO, 0x82, s(size_of::<kb::kvm_regs>())),
+        ),
+        (
+            "KVM_GET_SREGS",
+            ioc(IOC_READ, KVMIO, 0x83, s(size_of::<kb::kvm_sregs>())),
+        ),
+        (
+            "KVM_SET_SREGS",
+            ioc(IOC_WRITE, KVMIO, 0x84, s(size_of::<kb::kvm_sregs>())),
+        ),
+        ("KVM_GET_MSRS", ioc(IOC_WRITE | IOC_READ, KVMIO, 0x88, 8)),
+        ("KVM_SET_MSRS", ioc(IOC_WRITE, KVMIO, 0x89, 8)),
+        (
+            "KVM_GET_FPU",
+            ioc(IOC_READ, KVMIO, 0x8c, s(size_of::<kb::kvm_fpu>())),
+        ),
+        (
+            "KVM_SET_FPU",
+            ioc(IOC_WRITE, KVMIO, 0x8d, s(size_of::<kb::kvm_fpu>())),
+        ),
+        (
+            "KVM_GET_LAPIC",
+            ioc(IOC_READ, KVMIO, 0x8e, s(size_of::<kb::kvm_lapic_state>())),
+        ),
+        (
+            "KVM_SET_LAPIC",
+            ioc(IOC_WRITE, KVMIO, 0x8f, s(size_of::<kb::kvm_lapic_state>())),
+        ),
+        ("KVM_SET_CPUID2", ioc(IOC_WRITE, KVMIO, 0x90, 8)),
+        (
+            "KVM_GET_MP_STATE",
+            ioc(IOC_READ, KVMIO, 0x98, s(size_of::<kb::kvm_mp_state>())),
+        ),
+        (
+            "KVM_SET_MP_STATE",
+            ioc(IOC_WRITE, KVMIO, 0x99, s(size_of::<kb::kvm_mp_state>())),
+        ),
+        (
+            "KVM_SET_GUEST_DEBUG",
+            ioc(IOC_WRITE, KVMIO, 0x9b, s(size_of::<kb::kvm_guest_debug>())),
+        ),
+        (
+            "KVM_GET_VCPU_EVENTS",
+            ioc(IOC_READ, KVMIO, 0x9f, s(size_of::<kb::kvm_vcpu_events>())),
+        ),
+        (
+            "KVM_SET_VCPU_EVENTS",
+            ioc(IOC_WRITE, KVMIO, 0xa0, s(size_of::<kb::kvm_vcpu_events>())),
+        ),
+        (
+            "KVM_ENABLE_CAP",
+            ioc(IOC_WRITE, KVMIO, 0xa3, s(size_of::<kb::kvm_enable_cap>())),
+        ),
+        ("KVM_GET_ONE_REG", KVM_GET_ONE_REG),
+        ("KVM_SET_ONE_REG", KVM_SET_ONE_REG),
+    ]
+}
+
+/// Wraps `KVM_RUN` on a vCPU fd; returns the raw result and errno.
+pub(crate) fn kvm_run(vcpu: &kvm_ioctls::VcpuFd) -> Result<(), kvm_ioctls::Error> {
+    // SAFETY: `vcpu` is an open KVM vCPU fd (the type guarantees it); KVM_RUN
+    // takes no argument and only writes the vCPU's own kvm_run mapping, which
+    // kvm-ioctls keeps mapped for the fd's lifetime.
+    let ret = unsafe { libc::ioctl(vcpu.as_raw_fd(), KVM_RUN as libc::c_ulong, 0) };
+    if ret < 0 {
+        Err(kvm_ioctls::Error::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// The vCPU's `kvm_run` mapping as bytes.
+pub(crate) fn kvm_run_bytes(vcpu: &mut kvm_ioctls::VcpuFd, len: usize) -> &mut [u8] {
+    let ptr = (vcpu.get_kvm_run() as *mut kvm_bindings::kvm_run).cast::<u8>();
+    // SAFETY: kvm-ioctls mapped `len` bytes (KVM_GET_VCPU_MMAP_SIZE, the
+    // `len` we were created with) at this address for the fd's lifetime, and
+    // `&mut vcpu` gives us exclusive use of it for the returned borrow.
+    unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_match_the_header() {
+        // Values from /usr/include/linux/kvm.h on x86_64, as printed by a C
+        // program (see tests/uapi.rs for the live comparison).
+        assert_eq!(KVM_RUN, 44672);
+        assert_eq!(KVM_GET_ONE_REG, 0x4010_aeab);
+        assert_eq!(KVM_SET_ONE_REG, 0x4010_aeac);
+        let n: std::collections::HashMap<_, _> = ioctl_numbers().into_iter().collect();
+        assert_eq!(n["KVM_GET_REGS"], 0x8090_ae81);
+        assert_eq!(n["KVM_SET_SREGS"], 0x4138_ae84);
+        assert_eq!(n["KVM_SET_USER_MEMORY_REGION"], 0x4020_ae46);
+    }
+}

@@ -1,0 +1,30 @@
+#![doc = include_str!("../README.md")]
+
+mod arch;
+mod capability;
+mod error;
+mod exit;
+mod kick;
+mod sys;
+mod types;
+mod vcpu;
+mod vm;
+
+pub use arch::{Arch, ArchExitOutcome, RunOutcome};
+pub use capability::Capability;
+pub use error::{BoxError, DecodeError, Error, Result};
+pub use exit::{SystemEventKind, VcpuExit};
+pub use kick::{kick_signal, Kicker};
+pub use types::{MemoryFlags, SlotId, UserMemoryRegion, VcpuId};
+pub use vcpu::{RunVcpu, Vcpu};
+pub use vm::{Kvm, Vm};
+
+/// Offset of `immediate_exit` (a `__u8`) in `struct kvm_run`.
+///
+/// The header of `struct kvm_run` is the same on every architecture
+/// (`request_interrupt_window`, then `immediate_exit`), so the portable layer
+/// may rely on this offset; each arch crate pins it against its own UAPI.
+pub const KVM_RUN_IMMEDIATE_EXIT_OFFSET: usize = 1;
+
+/// Offset of `exit_reason` (a `__u32`) in `struct kvm_run`, on every architecture.
+pub const KVM_RUN_EXIT_REASON_OFFSET: usize = 8;

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause */
+/*
+ * kvmkit test guest: shared declarations.
+ *
+ * Freestanding x86_64 code: no libc, no FPU/SSE, interrupts always off.
+ * Every loop over data that came from the host is bounded.
+ */
+#ifndef KVMKIT_TEST_GUEST_H
+#define KVMKIT_TEST_GUEST_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layout.h"
+
+typedef uint8_t u8;
+typedef uint16_t u16;
+typedef uint32_t u32;
+typedef uint64_t u64;
+
+#ifndef KVMKIT_TG_VERSION
+#define KVMKIT_TG_VERSION "0.0.0"
+#endif
+
+#define BANNER "kvmkit test guest"
+#define PROMPT "kvmkit> "
+
+/* Memory types as used by both e820 and the PVH memory map. */
+#define E820_USABLE 1
+#define E820_RESERVED 2
+#define E820_ACPI 3
+#define E820_NVS 4
+#define E820_UNUSABLE 5
+
+#define MAX_MEM_ENTRIES 128
+#define MAX_CMDLINE 2048
+
+/* Everything the boot protocol told us, copied into our own memory. */
+struct mem_entry {
+	u64 addr;
+	u64 size;
+	u32 type;
+};
+
+struct bootinfo {
+	u32 kind;                /* BOOT_KIND_* */
+	u32 nr_mem;
+	struct mem_entry mem[MAX_MEM_ENTRIES];
+	char cmdline[MAX_CMDLINE];
+	u64 rsdp;                /* 0 if the boot protocol gave none */
+};
+
+extern struct bootinfo bootinfo;
+
+/* ACPI facts needed after boot (the tables are not touched again). */
+struct gas {
+	u8 space;   /* 0 = system memory, 1 = system I/O */
+	u8 width;   /* register bit width */
+	u64 addr;
+};
+
+struct acpi_info {
+	u64 rsdp;
+	u64 madt;
+	u64 fadt;
+	u64 dsdt;
+	u64 mptable;           /* MP configuration table, if used */
+	u32 pm1a_cnt;          /* I/O port, 0 if none */
+	struct gas sleep_ctl;  /* HW-reduced ACPI sleep control register */
+	struct gas reset_reg;
+	u8 reset_val;
+	u8 have_reset;
+	u8 have_s5;
+	u8 s5_typ;             /* SLP_TYPa for S5 */
+};
+
+extern struct acpi_info acpi;
+
+/* The CPUs listed by the firmware tables; index 0 is always the BSP. */
+struct cpu {
+	u32 apic_id;
+	volatile u32 online;
+};
+
+extern struct cpu cpus[MAX_CPUS];
+extern u32 cpus_listed;          /* entries used in cpus[] */
+extern volatile u32 cpus_online;
+
+/* ---- port I/O, MSRs, CPUID, MMIO ---- */
+static inline void outb(u16 port, u8 v)
+{
+	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+static inline u8 inb(u16 port)
+{
+	u8 v;
+	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+static inline void outw(u16 port, u16 v)
+{
+	__asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
+}
+static inline u16 inw(u16 port)
+{
+	u16 v;
+	__asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+static inline void outl(u16 port, u32 v)
+{
+	__asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+}
+static inline u64 rdmsr(u32 msr)
+{
+	u32 lo, hi;
+	__asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+	return ((u64)hi << 32) | lo;
+}
+static inline void wrmsr(u32 msr, u64 v)
+{
+	__asm__ volatile("wrmsr" : : "c"(msr), "a"((u32)v), "d"((u32)(v >> 32)) : "memory");
+}
+static inline void cpuid(u32 leaf, u32 sub, u32 *a, u32 *b, u32 *c, u32 *d)
+{
+	__asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(sub));
+}
+static inline void cpu_relax(void)
+{
+	__asm__ volatile("pause" : : : "memory");
+}
+static inline u32 mmio_read32(u64 addr)
+{
+	return *(volatile u32 *)addr;
+}
+static inline void mmio_write32(u64 addr, u32 v)
+{
+	*(volatile u32 *)addr = v;
+}
+static inline void mmio_write8(u64 addr, u8 v)
+{
+	*(volatile u8 *)addr = v;
+}
+static inline __attribute__((noreturn)) void halt_forever(void)
+{
+	for (;;)
+		__asm__ volatile("cli; hlt" : : : "memory");
+}
+
+/* Guest-physical memory below 4 GiB is identity mapped; a range is
+ * accessible if it lies entirely below that. */
+static inline int phys_ok(u64 addr, u64 len)
+{
+	return addr != 0 && len <= IDENTITY_MAP_END && addr <= IDENTITY_MAP_END - len;
+}
+
+/* ---- lib.c ---- */
+void *memcpy(void *dst, const void *src, size_t n);
+void *memset(void *dst, int c, size_t n);
+void *memmove(void *dst, const void *src, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
+int strncmp(const char *a, const char *b, size_t n);
+
+void spin_lock(volatile u32 *lock);
+int spin_trylock_bounded(volatile u32 *lock, u32 spins);
+void spin_unlock(volatile u32 *lock);
+void delay(u32 loops);
+
+void serial_init(void);
+void serial_write(const char *s, size_t n);
+int serial_getc(void);  /* -1 if nothing is waiting */
+
+extern volatile u32 print_lock;
+/* printf subset: %s %c %d %u %x %p, '0' flag, width, 'l'/'ll' */
+void kprintf(const char *fmt, ...);
+void kprintf_nolock(const char *fmt, ...);
+int parse_u64(const char *s, int base, u64 *out);
+
+/* ---- idt.c ---- */
+void idt_init(void);
+void idt_load(void);
+
+/* ---- bootinfo.c ---- */
+void bootinfo_collect(u32 kind, u64 info);
+void print_memmap(void);
+const char *boot_kind_name(u32 kind);
+int mem_range_has_type(u64 addr, u64 len, u32 type, int any_type);
+
+/* ---- acpi.c ---- */
+void acpi_init(void);
+void acpi_poweroff(void);
+void acpi_reset(void);
+
+/* ---- smp.c ---- */
+u32 this_apic_id(void);
+void smp_boot(void);
+
+/* ---- shell.c ---- */
+void shell_run_line(char *line);
+void shell_autorun(void);
+__attribute__((noreturn)) void shell_loop(void);
+void do_poweroff(void);
+void do_reboot(void);
+
+#endif

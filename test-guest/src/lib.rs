@@ -1,0 +1,1 @@
+//! The kvmkit project test guest (being written).
