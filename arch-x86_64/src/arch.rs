@@ -294,6 +294,10 @@ impl Arch for X86_64 {
         vcpu.fd.set_fpu(fpu).map_err(Error::ioctl("KVM_SET_FPU"))
     }
 
+    fn program_counter(vcpu: &X86Vcpu) -> Result<u64> {
+        Ok(Self::get_regs(vcpu)?.rip)
+    }
+
     fn get_one_reg(vcpu: &X86Vcpu, id: u64, data: &mut [u8]) -> Result<usize> {
         let needed = kvm_ioctls::reg_size(id);
         if data.len() < needed {

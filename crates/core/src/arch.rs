@@ -137,6 +137,9 @@ pub trait Arch: Debug + Sized + Send + Sync + 'static {
     fn get_fpu(vcpu: &Self::VcpuFd) -> Result<Self::Fpu, Self::Error>;
     /// Wraps `KVM_SET_FPU`.
     fn set_fpu(vcpu: &Self::VcpuFd, fpu: &Self::Fpu) -> Result<(), Self::Error>;
+    /// The guest's program counter (x86 RIP, PowerPC NIP, s390x PSW address),
+    /// for messages about where a guest stopped.
+    fn program_counter(vcpu: &Self::VcpuFd) -> Result<u64, Self::Error>;
     /// Wraps `KVM_GET_ONE_REG`; returns the register's size in bytes.
     fn get_one_reg(vcpu: &Self::VcpuFd, id: u64, data: &mut [u8]) -> Result<usize, Self::Error>;
     /// Wraps `KVM_SET_ONE_REG`; returns the register's size in bytes.

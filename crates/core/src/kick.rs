@@ -109,6 +109,11 @@ impl KickShared {
         }
     }
 
+    /// True when the calling thread's handler already points at `immediate_exit`.
+    pub(crate) fn handler_points_at(immediate_exit: *mut u8) -> bool {
+        IMMEDIATE_EXIT.with(|c| c.get() == immediate_exit)
+    }
+
     /// Forgets the thread and, if the calling thread's handler points at
     /// `immediate_exit`, clears that pointer.
     pub(crate) fn unbind(&self, immediate_exit: *mut u8) {

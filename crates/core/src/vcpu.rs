@@ -19,6 +19,8 @@ pub trait RunVcpu<A: Arch>: Send {
     /// A handle that makes the current or next `run` return
     /// [`VcpuExit::Interrupted`].
     fn kicker(&self) -> Kicker;
+    /// The guest's program counter, for reports about where it stopped.
+    fn program_counter(&self) -> Result<u64>;
 }
 
 /// The `immediate_exit` byte of a vCPU's own `kvm_run` mapping.
@@ -37,6 +39,8 @@ pub struct Vcpu<A: Arch> {
     fd: A::VcpuFd,
     kick: Arc<KickShared>,
     immediate_exit: ImmediateExit,
+    /// The thread kicks currently go to (set by `run`).
+    bound_thread: Option<libc::pthread_t>,
 }
 
 impl<A: Arch> fmt::Debug for Vcpu<A> {
@@ -72,6 +76,7 @@ impl<A: Arch> Vcpu<A> {
             fd,
             kick: Arc::default(),
             immediate_exit: ImmediateExit(ptr),
+            bound_thread: None,
         })
     }
 
@@ -113,6 +118,11 @@ impl<A: Arch> Vcpu<A> {
     /// Wraps `KVM_SET_FPU`.
     pub fn set_fpu(&self, fpu: &A::Fpu) -> Result<()> {
         A::set_fpu(&self.fd, fpu).map_err(Error::arch)
+    }
+
+    /// The guest's program counter (x86 RIP, PowerPC NIP, s390x PSW address).
+    pub fn program_counter(&self) -> Result<u64> {
+        A::program_counter(&self.fd).map_err(Error::arch)
     }
 
     /// Wraps `KVM_GET_ONE_REG`: reads register `id` into `data`, returns its size.
@@ -160,9 +170,13 @@ impl<A: Arch> Vcpu<A> {
     /// came before the call.
     pub fn run(&mut self) -> Result<VcpuExit<'_, A>> {
         let ie = self.immediate_exit.0.as_ptr();
-        // SAFETY: `ie` points into `self.fd`'s kvm_run mapping, which lives as
-        // long as `self`; `Drop` unbinds before the mapping goes.
-        unsafe { self.kick.bind_current_thread(ie) };
+        let me = crate::sys::current_thread();
+        if self.bound_thread != Some(me) || !KickShared::handler_points_at(ie) {
+            // SAFETY: `ie` points into `self.fd`'s kvm_run mapping, which lives
+            // as long as `self`; `Drop` unbinds before the mapping goes.
+            unsafe { self.kick.bind_current_thread(ie) };
+            self.bound_thread = Some(me);
+        }
         if self.kick.is_pending() {
             self.consume_kick();
             return Ok(VcpuExit::Interrupted);
@@ -204,6 +218,10 @@ impl<A: Arch> RunVcpu<A> for Vcpu<A> {
 
     fn kicker(&self) -> Kicker {
         Vcpu::kicker(self)
+    }
+
+    fn program_counter(&self) -> Result<u64> {
+        Vcpu::program_counter(self)
     }
 }
 
