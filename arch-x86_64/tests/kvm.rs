@@ -1,6 +1,9 @@
 //! The x86_64 backend on real KVM: boot modes, registers, debug, irqchips,
 //! state, kicks and the errors of the generic handles.
 
+// Guest addresses here are small constants that fit every narrower type.
+#![allow(clippy::cast_possible_truncation)]
+
 use kvmkit_arch_x86_64::{
     msr_one_reg_id, BootSetup, GuestDebugBuilder, IoDirection, IrqchipMode, VcpuConfig, VmConfig,
     X86Exit, X86_64,

@@ -11,6 +11,9 @@
 //! `--bench` (as `cargo test --all-targets` runs it) it does one short round
 //! as a smoke test.
 
+// Guest addresses here are small constants that fit every narrower type.
+#![allow(clippy::cast_possible_truncation)]
+
 use kvm_ioctls::{Kvm as RawKvm, VcpuExit as RawExit};
 use kvmkit_arch_x86_64::{BootSetup, PortIoBus, VcpuConfig, X86_64};
 use kvmkit_core::{Kvm, MemoryFlags, SlotId, UserMemoryRegion, VcpuId};

@@ -1,5 +1,7 @@
 //! Shared set-up for the run-loop KVM tests: a 64 KiB real-mode guest.
 
+#![allow(clippy::cast_possible_truncation)] // small guest-address constants
+
 use kvmkit_arch_x86_64::{BootSetup, CpuidPolicy, VcpuConfig, X86_64};
 use kvmkit_core::{Kvm, MemoryFlags, SlotId, UserMemoryRegion, Vcpu, VcpuId, Vm};
 use std::sync::mpsc::{channel, Receiver, Sender};

@@ -1,0 +1,151 @@
+//! The run loop driven by a scripted vCPU backend: `kvm_run` areas laid out
+//! as the x86_64 kernel lays them out, decoded by the real arch decoder. No KVM.
+
+use kvmkit_arch_x86_64::{PortIoBus, X86_64};
+use kvmkit_core::{Arch, Kicker, RunVcpu, SystemEventKind, VcpuExit, VcpuId};
+use kvmkit_runloop::{Buses, MmioBus, RunLoop, VcpuEvent};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Scripted {
+    id: VcpuId,
+    areas: Vec<Vec<u8>>,
+    next: usize,
+    kicker: Kicker,
+}
+
+impl RunVcpu<X86_64> for Scripted {
+    fn id(&self) -> VcpuId {
+        self.id
+    }
+
+    fn run(&mut self) -> kvmkit_core::Result<VcpuExit<'_, X86_64>> {
+        if self.kicker.take_pending() {
+            return Ok(VcpuExit::Interrupted);
+        }
+        let i = self.next.min(self.areas.len() - 1);
+        self.next += 1;
+        X86_64::decode_exit(&mut self.areas[i]).map_err(|source| kvmkit_core::Error::DecodeExit {
+            vcpu: self.id.0,
+            source,
+        })
+    }
+
+    fn kicker(&self) -> Kicker {
+        self.kicker.clone()
+    }
+
+    fn program_counter(&self) -> kvmkit_core::Result<u64> {
+        Ok(self.next as u64)
+    }
+}
+
+fn area(reason: u32, union: &[u8]) -> Vec<u8> {
+    let mut v = vec![0u8; 4096 + 64];
+    v[8..12].copy_from_slice(&reason.to_ne_bytes());
+    v[32..32 + union.len()].copy_from_slice(union);
+    v
+}
+
+fn script(areas: Vec<Vec<u8>>) -> Scripted {
+    Scripted {
+        id: VcpuId(7),
+        areas,
+        next: 0,
+        kicker: Kicker::new(),
+    }
+}
+
+fn run_one(s: Scripted) -> Vec<VcpuEvent> {
+    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), PortIoBus::new()));
+    let (rl, rx) = RunLoop::start(vec![s], buses).unwrap();
+    let mut out = Vec::new();
+    while let Ok(r) = rx.recv_timeout(Duration::from_secs(10)) {
+        assert_eq!(r.vcpu, VcpuId(7));
+        let fin = r.event.is_final();
+        out.push(r.event);
+        if fin {
+            break;
+        }
+    }
+    drop(rl);
+    out
+}
+
+#[test]
+fn final_events_from_kernel_laid_out_exits() {
+    // KVM_EXIT_SYSTEM_EVENT, type SHUTDOWN.
+    let ev = run_one(script(vec![area(24, &1u32.to_ne_bytes())]));
+    assert!(matches!(
+        ev[..],
+        [VcpuEvent::SystemEvent {
+            kind: SystemEventKind::Shutdown,
+            ..
+        }]
+    ));
+    // KVM_EXIT_INTERNAL_ERROR, emulation failure with two data words.
+    let mut u = vec![];
+    u.extend(1u32.to_ne_bytes());
+    u.extend(2u32.to_ne_bytes());
+    u.extend(0xaau64.to_ne_bytes());
+    u.extend(0xbbu64.to_ne_bytes());
+    let ev = run_one(script(vec![area(17, &u)]));
+    match &ev[..] {
+        [VcpuEvent::InternalError { suberror: 1, data }] => assert_eq!(data, &[0xaa, 0xbb]),
+        e => panic!("{e:?}"),
+    }
+    // KVM_EXIT_FAIL_ENTRY.
+    let ev = run_one(script(vec![area(9, &0x80000021u64.to_ne_bytes())]));
+    assert!(matches!(
+        ev[..],
+        [VcpuEvent::FailEntry { reason: 0x80000021 }]
+    ));
+    // A malformed area is an error event naming the vCPU, not a panic.
+    let mut bad = area(6, &[]);
+    bad[32 + 16] = 99; // mmio.len = 99
+    let ev = run_one(script(vec![bad]));
+    match &ev[..] {
+        [VcpuEvent::Error(e)] => assert_eq!(e.to_string(), "cannot decode the exit of vCPU 7"),
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn reports_then_final() {
+    // An unknown exit reason, an unhandled port write (rep of 2), then HLT.
+    let mut io = vec![1u8, 1, 0x34, 0x12];
+    io.extend(2u32.to_ne_bytes());
+    io.extend(4096u64.to_ne_bytes());
+    let ev = run_one(script(vec![area(999, &[]), area(2, &io), area(5, &[])]));
+    assert!(matches!(ev[0], VcpuEvent::UnknownExit { reason: 999 }));
+    assert!(matches!(
+        ev[1],
+        VcpuEvent::UnhandledAccess {
+            space: "pio",
+            addr: 0x1234,
+            write: true
+        }
+    ));
+    assert!(matches!(ev[2], VcpuEvent::Halted));
+}
+
+#[test]
+fn debug_exit_waits_for_resume() {
+    let mut dbg = vec![0u8; 8];
+    dbg.extend(0x4000u64.to_ne_bytes());
+    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), PortIoBus::new()));
+    let (rl, rx) = RunLoop::start(vec![script(vec![area(4, &dbg), area(5, &[])])], buses).unwrap();
+    let r = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(matches!(r.event, VcpuEvent::Debug { pc: 0x4000 }));
+    assert!(
+        rx.recv_timeout(Duration::from_millis(100)).is_err(),
+        "parked until resume"
+    );
+    rl.pause(Duration::from_secs(10))
+        .expect("a debug-parked vCPU counts as paused");
+    rl.resume().unwrap();
+    let r = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(matches!(r.event, VcpuEvent::Halted), "{r:?}");
+    assert!(rl.resume().is_ok());
+    drop(rl);
+}
