@@ -257,12 +257,13 @@ static void parse_mptable(u64 fp)
 	if (!phys_ok(ct, 44) || !sig_is(ct, "PCMP", 4))
 		return;
 	u32 len = rd16(ct + 4);
-	u32 count = rd16(ct + 34);
 	if (len < 44 || !phys_ok(ct, len))
 		return;
 	acpi.mptable = ct;
+	/* Walk by the base table length, like Linux: some firmware (qboot)
+	 * leaves the entry count at 0. */
 	u64 p = ct + 44, end = ct + len;
-	for (u32 i = 0; i < count && i < MADT_MAX_ENTRIES && p < end; i++) {
+	for (u32 i = 0; i < MADT_MAX_ENTRIES && p < end; i++) {
 		u8 type = rd8(p);
 		if (type == 0) {                         /* processor, 20 bytes */
 			if (p + 20 > end)
@@ -310,19 +311,28 @@ static void gas_write8(const struct gas *g, u8 v)
 		outb((u16)g->addr, v);
 }
 
-/* Returns only if the power-off did not happen. */
-void acpi_poweroff(void)
+/*
+ * Returns 0 if there is no ACPI power-off register, 1 if it was written
+ * (and the power-off did not happen, since we are still here).
+ */
+int acpi_poweroff(void)
 {
 	u32 typ = acpi.have_s5 ? acpi.s5_typ : 5;
 	if (acpi.pm1a_cnt && acpi.pm1a_cnt < 0x10000) {
 		u16 port = (u16)acpi.pm1a_cnt;
 		u16 v = inw(port);
 		v = (u16)((v & ~((7u << 10) | (1u << 13))) | (typ << 10) | (1u << 13));
+		kprintf("poweroff: acpi s5 (pm1a_cnt 0x%x, slp_typ %u)\n", port, typ);
 		outw(port, v);
-	} else if (acpi.sleep_ctl.addr) {
-		/* HW-reduced ACPI: SLP_TYP in bits 4:2, SLP_EN bit 5 */
-		gas_write8(&acpi.sleep_ctl, (u8)(((typ & 7) << 2) | (1u << 5)));
+		return 1;
 	}
+	if (acpi.sleep_ctl.addr) {
+		/* HW-reduced ACPI: SLP_TYP in bits 4:2, SLP_EN bit 5 */
+		kprintf("poweroff: acpi s5 (sleep control 0x%lx, slp_typ %u)\n", acpi.sleep_ctl.addr, typ);
+		gas_write8(&acpi.sleep_ctl, (u8)(((typ & 7) << 2) | (1u << 5)));
+		return 1;
+	}
+	return 0;
 }
 
 /* Returns only if the reset did not happen. */

@@ -266,7 +266,7 @@ isr_common:
  */
 #define T(sym) ((sym) - trampoline_start + TRAMPOLINE_ADDR)
 
-	.section .trampoline, "ax"
+	.section .trampoline, "a"
 	.globl trampoline_start, trampoline_end
 	.code16
 trampoline_start:

@@ -191,7 +191,7 @@ int mem_range_has_type(u64 addr, u64 len, u32 type, int any_type);
 
 /* ---- acpi.c ---- */
 void acpi_init(void);
-void acpi_poweroff(void);
+int acpi_poweroff(void);
 void acpi_reset(void);
 
 /* ---- smp.c ---- */

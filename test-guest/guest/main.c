@@ -10,10 +10,9 @@ void kmain(u32 kind, u64 info)
 {
 	idt_init();
 	serial_init();
+	kprintf("\n" BANNER " " KVMKIT_TG_VERSION " (boot: %s)\n", boot_kind_name(kind));
 	/* Copy the boot information first: low memory is reused below. */
 	bootinfo_collect(kind, info);
-
-	kprintf("\n" BANNER " " KVMKIT_TG_VERSION " (boot: %s)\n", boot_kind_name(kind));
 	print_memmap();
 	kprintf("cmdline: %s\n", bootinfo.cmdline);
 

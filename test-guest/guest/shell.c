@@ -165,10 +165,12 @@ static void reset_i8042(void)
 
 void do_poweroff(void)
 {
-	kprintf("poweroff: acpi s5\n");
-	acpi_poweroff();
-	delay(RESET_SETTLE_LOOPS);
-	kprintf("poweroff: acpi did not power off, trying i8042 reset\n");
+	if (acpi_poweroff()) {
+		delay(RESET_SETTLE_LOOPS);
+		kprintf("poweroff: acpi did not power off, trying i8042 reset\n");
+	} else {
+		kprintf("poweroff: no acpi power-off register, trying i8042 reset\n");
+	}
 	reset_i8042();
 	delay(RESET_SETTLE_LOOPS);
 	kprintf("poweroff: still running, halting\n");

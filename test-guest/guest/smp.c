@@ -11,27 +11,45 @@
 #define MSR_APIC_BASE 0x1b
 #define APIC_BASE_ENABLE (1u << 11)
 #define APIC_BASE_X2APIC (1u << 10)
+#define APIC_ID 0x20
 #define APIC_SVR 0xf0
 #define APIC_ICR_LO 0x300
 #define APIC_ICR_HI 0x310
+#define MSR_X2APIC_ID 0x802
 #define MSR_X2APIC_SVR 0x80f
 #define MSR_X2APIC_ICR 0x830
 #define ICR_BUSY (1u << 12)
 #define ICR_INIT 0x00004500    /* INIT, level assert */
 #define ICR_SIPI 0x00004600    /* start-up, level assert */
 
-/* Loop counts (the guest may run in KVM's instruction emulator at a few
- * million instructions per second: keep them small but generous). */
+/*
+ * Loop counts, not time (the guest may run in KVM's instruction emulator at
+ * a few million instructions per second).  AP_WAIT_LOOPS iterations take
+ * about 25 s in the emulator and well under a second on hardware; it only
+ * matters when an AP never reports.
+ */
 #define IPI_DELAY 2000
-#define AP_WAIT_LOOPS 20000000u
+#define AP_WAIT_LOOPS 5000000u
 
 extern char trampoline_start[], trampoline_end[];
 
 static u64 lapic;       /* xAPIC MMIO base */
 static int x2apic;
 
+/*
+ * The local APIC ID from the APIC itself (the MADT lists those), not from
+ * CPUID, whose initial APIC ID field a VMM may leave unset.
+ */
 u32 this_apic_id(void)
 {
+	u64 base = rdmsr(MSR_APIC_BASE);
+	if (base & APIC_BASE_ENABLE) {
+		if (base & APIC_BASE_X2APIC)
+			return (u32)rdmsr(MSR_X2APIC_ID);
+		u64 mmio = base & 0x000ffffffffff000ull;
+		if (phys_ok(mmio, 0x1000))
+			return mmio_read32(mmio + APIC_ID) >> 24;
+	}
 	u32 a, b, c, d;
 	cpuid(1, 0, &a, &b, &c, &d);
 	return b >> 24;
@@ -106,6 +124,7 @@ void ap_main(u32 slot)
 
 void smp_boot(void)
 {
+	apic_enable();
 	u32 bsp = this_apic_id();
 
 	/* Make the BSP entry 0, adding it if the tables did not list it. */
@@ -121,7 +140,6 @@ void smp_boot(void)
 	cpus[bi] = tmp;
 
 	kprintf("cpus: %u listed\n", cpus_listed);
-	apic_enable();
 	cpus[0].online = 1;
 	cpus_online = 1;
 	kprintf("cpu 0: online (apic id %u)\n", bsp);
@@ -144,8 +162,15 @@ void smp_boot(void)
 			if (!cpus[i].online)
 				send_ipi(cpus[i].apic_id, ICR_SIPI | SIPI_VECTOR);
 
-		for (u32 n = 0; n < AP_WAIT_LOOPS && cpus_online < cpus_listed; n++)
+		/* bounded wait; the bound restarts whenever another AP reports */
+		u32 seen = cpus_online;
+		for (u32 n = 0; n < AP_WAIT_LOOPS && seen < cpus_listed; n++) {
 			cpu_relax();
+			if (cpus_online != seen) {
+				seen = cpus_online;
+				n = 0;
+			}
+		}
 		if (cpus_online < cpus_listed) {
 			for (u32 i = 1; i < cpus_listed; i++)
 				if (!cpus[i].online)
