@@ -187,6 +187,7 @@ impl Arch for X86_64 {
                 vm.fd
                     .create_irq_chip()
                     .map_err(Error::ioctl("KVM_CREATE_IRQCHIP"))?;
+                crate::routing::set_pc_routing(&vm.fd)?;
                 if config.pit {
                     let pit = kvm_pit_config {
                         flags: KVM_PIT_SPEAKER_DUMMY,

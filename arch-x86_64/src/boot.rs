@@ -18,27 +18,29 @@ const CR4_PAE: u64 = 1 << 5;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 
-/// The selectors of the boot GDT.
+/// The selectors of the boot GDT: those the Linux 64-bit boot protocol asks
+/// for (`__BOOT_CS` = 0x10, `__BOOT_DS` = 0x18), a 32-bit code segment for the
+/// PVH entry, and a TSS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GdtLayout;
 
 impl GdtLayout {
-    /// 64-bit code segment.
-    pub const CODE64: u16 = 0x08;
-    /// Flat 4 GiB data segment.
-    pub const DATA: u16 = 0x10;
-    /// 64-bit TSS (busy).
-    pub const TSS: u16 = 0x18;
     /// 32-bit flat code segment.
-    pub const CODE32: u16 = 0x20;
+    pub const CODE32: u16 = 0x08;
+    /// 64-bit code segment (`__BOOT_CS`).
+    pub const CODE64: u16 = 0x10;
+    /// Flat 4 GiB data segment (`__BOOT_DS`).
+    pub const DATA: u16 = 0x18;
+    /// 64-bit TSS (busy).
+    pub const TSS: u16 = 0x20;
 
     /// The raw descriptors, in selector order.
     pub const ENTRIES: [u64; 5] = [
         0,
+        0x00cf_9b00_0000_ffff, // code32: G, D/B, P, exec/read, accessed
         0x00af_9b00_0000_ffff, // code64: L, P, DPL0, exec/read, accessed
         0x00cf_9300_0000_ffff, // data: G, D/B, P, read/write, accessed
         0x008f_8b00_0000_ffff, // TSS: P, busy 32/64-bit TSS
-        0x00cf_9b00_0000_ffff, // code32: G, D/B, P, exec/read, accessed
     ];
 }
 
@@ -170,7 +172,7 @@ pub(crate) fn prepare<M: GuestMemory>(
         }
         BootSetup::Protected32 { entry, ebx } => {
             write_gdt(mem)?;
-            flat_segments(sregs, GdtLayout::CODE32, 4);
+            flat_segments(sregs, GdtLayout::CODE32);
             sregs.cr0 = (sregs.cr0 | CR0_PE | CR0_ET) & !CR0_PG;
             sregs.cr4 &= !CR4_PAE;
             sregs.efer &= !(EFER_LME | EFER_LMA);
@@ -186,7 +188,7 @@ pub(crate) fn prepare<M: GuestMemory>(
                 BOOT_PAGE_TABLES_ADDR,
                 &page_tables(),
             )?;
-            flat_segments(sregs, GdtLayout::CODE64, 1);
+            flat_segments(sregs, GdtLayout::CODE64);
             sregs.cr3 = BOOT_PAGE_TABLES_ADDR;
             sregs.cr4 |= CR4_PAE;
             sregs.cr0 |= CR0_PE | CR0_ET | CR0_PG;
@@ -200,15 +202,16 @@ pub(crate) fn prepare<M: GuestMemory>(
     }
 }
 
-fn flat_segments(sregs: &mut kvm_sregs, code: u16, code_index: usize) {
-    let data = seg(GdtLayout::DATA, GdtLayout::ENTRIES[2]);
-    sregs.cs = seg(code, GdtLayout::ENTRIES[code_index]);
+fn flat_segments(sregs: &mut kvm_sregs, code: u16) {
+    let entry = |sel: u16| GdtLayout::ENTRIES[usize::from(sel >> 3)];
+    let data = seg(GdtLayout::DATA, entry(GdtLayout::DATA));
+    sregs.cs = seg(code, entry(code));
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;
     sregs.gs = data;
     sregs.ss = data;
-    sregs.tr = seg(GdtLayout::TSS, GdtLayout::ENTRIES[3]);
+    sregs.tr = seg(GdtLayout::TSS, entry(GdtLayout::TSS));
     sregs.gdt.base = BOOT_GDT_ADDR;
     sregs.gdt.limit = GDT_LIMIT;
     sregs.idt.base = 0;
@@ -254,7 +257,14 @@ mod tests {
         assert_eq!(s.cr3, BOOT_PAGE_TABLES_ADDR);
         assert_eq!(s.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
         assert_eq!(s.cr0 & (CR0_PE | CR0_PG), CR0_PE | CR0_PG);
-        assert_eq!((s.cs.l, s.cs.db, s.cs.selector, s.cs.type_), (1, 0, 8, 0xb));
+        assert_eq!(
+            (s.cs.l, s.cs.db, s.cs.selector, s.cs.type_),
+            (1, 0, 0x10, 0xb)
+        );
+        assert_eq!(
+            (s.ds.selector, s.ss.selector, s.tr.selector),
+            (0x18, 0x18, 0x20)
+        );
         assert_eq!((s.ds.limit, s.ds.g, s.ds.db), (0xffff_ffff, 1, 1));
         assert_eq!(fpu.unwrap().fcw, 0x37f);
         let pml4: u64 = m.read_obj(GuestAddress(BOOT_PAGE_TABLES_ADDR)).unwrap();
@@ -264,8 +274,8 @@ mod tests {
             .read_obj(GuestAddress(0x1000 + 0x2000 + 3 * 0x1000 + 8))
             .unwrap();
         assert_eq!(pde, (3 << 30) | (1 << 21) | 0x83);
-        let gdt1: u64 = m.read_obj(GuestAddress(BOOT_GDT_ADDR + 8)).unwrap();
-        assert_eq!(gdt1, GdtLayout::ENTRIES[1]);
+        let gdt2: u64 = m.read_obj(GuestAddress(BOOT_GDT_ADDR + 0x10)).unwrap();
+        assert_eq!(gdt2, GdtLayout::ENTRIES[2]);
     }
 
     #[test]

@@ -9,6 +9,8 @@ mod error;
 mod exit;
 mod msrs;
 mod pio;
+mod platform;
+mod routing;
 mod state;
 mod sys;
 
@@ -21,6 +23,16 @@ pub use error::{Error, Result};
 pub use exit::{decode_exit, IoDirection, X86Exit, EXIT_REASONS};
 pub use msrs::{boot_msr_entries, msr_one_reg_id};
 pub use pio::PortIoBus;
+pub use platform::{
+    e820_map, write_acpi_tables, write_linux_boot_params, write_mptable, write_pvh_start_info,
+    AcpiConfig, E820Entry, E820Kind, LinuxBoot, MmioDevice, PlatformError, PmRegisters, PvhBoot,
+    ResetRegister, SerialPort, ACPI_END, ACPI_SCI_IRQ, ACPI_START, BIOS_SIZE, BIOS_START,
+    BOOT_STACK_TOP, CMDLINE_ADDR, CMDLINE_MAX_SIZE, E820_RESERVED, EBDA_START, HIGH_RAM_START,
+    IOAPIC_ADDR, IOAPIC_SIZE, LAPIC_ADDR, LAPIC_SIZE, LOW_RAM_END, MAX_MP_VCPUS, MPTABLE_START,
+    PCI_HOLE_SIZE, PCI_HOLE_START, PM1_CNT_SLP_EN, PM1_CNT_SLP_TYP_SHIFT, PVH_INFO_ADDR,
+    PVH_INFO_END, PVH_MEMMAP_ADDR, ZERO_PAGE_ADDR,
+};
+pub use routing::{pc_gsi_routes, IOAPIC_PINS};
 pub use state::X86VcpuState;
 pub use sys::{ioctl_numbers, KVM_GET_ONE_REG, KVM_RUN, KVM_SET_ONE_REG};
 
