@@ -69,13 +69,14 @@ mod tests {
     #[test]
     fn pit_goes_to_pin_2() {
         let r = pc_gsi_routes();
-        // SAFETY: every entry is of type IRQCHIP, so `irqchip` is the live field.
         let pins: Vec<(u32, u32, u32)> = r
             .iter()
             .map(|e| {
-                (e.gsi, unsafe { e.u.irqchip.irqchip }, unsafe {
-                    e.u.irqchip.pin
-                })
+                assert_eq!(e.type_, KVM_IRQ_ROUTING_IRQCHIP);
+                // SAFETY: the entry is of type IRQCHIP (checked above), so
+                // `irqchip` is the union's live field.
+                let chip = unsafe { e.u.irqchip };
+                (e.gsi, chip.irqchip, chip.pin)
             })
             .collect();
         assert!(pins.contains(&(0, KVM_IRQCHIP_IOAPIC, 2)));
