@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+
+mod cli;
+mod config;
+pub mod devices;
+mod error;
+pub mod kernel;
+pub mod terminal;
+mod vmm;
+
+pub use cli::{parse_args, Cli};
+pub use config::{KernelSource, SerialConfig, VmmConfig, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB};
+pub use error::{Error, Result};
+pub use vmm::{Vmm, VmmExit, MAX_VCPUS, MIN_MEMORY_MIB};
+
+/// The architecture this VMM runs on: the one place that names the host.
+#[cfg(target_arch = "x86_64")]
+pub type HostArch = kvmkit_arch_x86_64::X86_64;
+
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("kvmkit's reference VMM composes x86_64 only for now; powerpc and s390x follow");

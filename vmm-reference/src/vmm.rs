@@ -1,0 +1,560 @@
+//! The composition: memory, kernel, boot data, devices and vCPUs of one VM,
+//! and the loop that runs it to its end.
+
+use crate::devices::{
+    AcpiPm, Cmos, EventFdTrigger, EventSink, I8042Port, PlatformEvent, SerialPort,
+};
+use crate::kernel::{load_initramfs, load_kernel, BootEntry, HIMEM_START};
+use crate::{terminal, Error, HostArch, KernelSource, Result, SerialConfig, VmmConfig};
+use kvmkit_arch_x86_64::{
+    e820_map, write_acpi_tables, write_linux_boot_params, write_mptable, write_pvh_start_info,
+    AcpiConfig, BootSetup, CpuidPolicy, IrqchipMode, LinuxBoot, PmRegisters, PortIoBus, PvhBoot,
+    ResetRegister, VcpuConfig, VmConfig, BIOS_SIZE, BIOS_START, BOOT_STACK_TOP, CMDLINE_ADDR,
+    CMDLINE_MAX_SIZE, MPTABLE_START,
+};
+use kvmkit_core::{MemoryFlags, Vcpu, VcpuId, Vm};
+use kvmkit_memory::{pc_layout, RegionConfig, SlotTable};
+use kvmkit_runloop::{Buses, MmioBus, RunLoop, VcpuEvent, VcpuReport};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
+
+/// The least guest RAM the VMM accepts, in MiB.
+pub const MIN_MEMORY_MIB: u64 = 16;
+/// The most vCPUs the boot tables describe (one IOAPIC id left in 8 bits).
+pub const MAX_VCPUS: u32 = 254;
+/// Ctrl-A: the serial console's escape key; Ctrl-A x quits.
+const ESCAPE: u8 = 0x01;
+
+/// Why the VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmmExit {
+    /// The guest powered off (ACPI S5, or a KVM system event).
+    PowerOff,
+    /// The guest reset (i8042 pulse, or a KVM system event).
+    Reset,
+    /// The user quit (Ctrl-A x, or SIGINT/SIGTERM/SIGHUP).
+    Quit,
+    /// A vCPU halted with nothing left to wake it.
+    Halted,
+    /// The guest triple-faulted.
+    TripleFault {
+        /// The vCPU.
+        vcpu: u32,
+        /// Its RIP, when it could be read.
+        rip: Option<u64>,
+    },
+    /// KVM could not run a vCPU.
+    KvmFailure {
+        /// The vCPU.
+        vcpu: u32,
+        /// Its RIP, when it could be read.
+        rip: Option<u64>,
+        /// What happened.
+        what: String,
+    },
+}
+
+impl VmmExit {
+    /// The process exit status: 0 for a clean end, 3 for a triple fault, 4 for
+    /// a KVM failure.
+    pub fn code(&self) -> i32 {
+        match self {
+            VmmExit::PowerOff | VmmExit::Reset | VmmExit::Quit | VmmExit::Halted => 0,
+            VmmExit::TripleFault { .. } => 3,
+            VmmExit::KvmFailure { .. } => 4,
+        }
+    }
+
+    /// A one-line message for abnormal ends.
+    pub fn message(&self) -> Option<String> {
+        let rip = |r: &Option<u64>| r.map_or("unknown".to_string(), |r| format!("{r:#x}"));
+        match self {
+            VmmExit::TripleFault { vcpu, rip: r } => Some(format!(
+                "guest triple fault on vCPU {vcpu} at RIP {}",
+                rip(r)
+            )),
+            VmmExit::KvmFailure { vcpu, rip: r, what } => Some(format!(
+                "KVM failed to run vCPU {vcpu} at RIP {}: {what}",
+                rip(r)
+            )),
+            _ => None,
+        }
+    }
+}
+
+static QUIT_SIGNAL: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_quit_signal(_: libc::c_int) {
+    QUIT_SIGNAL.store(true, Ordering::SeqCst);
+}
+
+fn install_quit_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction is valid; we set the handler, an
+        // async-signal-safe function that only stores an atomic.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = on_quit_signal as *const () as usize;
+        // SAFETY: `sa` is a valid sigaction; the old action is not needed.
+        unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) };
+    }
+}
+
+fn host_ram_mib() -> Option<u64> {
+    // SAFETY: sysinfo is plain old data; zeroed is valid.
+    let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `si` is a valid, writable sysinfo.
+    if unsafe { libc::sysinfo(&mut si) } != 0 {
+        return None;
+    }
+    Some((si.totalram * u64::from(si.mem_unit)) >> 20)
+}
+
+/// A VM built from a [`VmmConfig`], ready to run.
+pub struct Vmm {
+    vm: Arc<Vm<HostArch>>,
+    memory: SlotTable<HostArch>,
+    vcpus: Vec<Vcpu<HostArch>>,
+    buses: Arc<Buses<HostArch>>,
+    serial: Arc<Mutex<SerialPort>>,
+    stdio: bool,
+    platform: Receiver<PlatformEvent>,
+    _irqs: Vec<EventFd>,
+}
+
+impl std::fmt::Debug for Vmm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vmm")
+            .field("vcpus", &self.vcpus.len())
+            .field("ram_bytes", &self.memory.total_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+fn boot_data<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| Error::BootData {
+        what,
+        detail: e.to_string(),
+    }
+}
+
+fn device<E: std::fmt::Debug>(device: &'static str, base: u64) -> impl FnOnce(E) -> Error {
+    move |e| Error::Device {
+        device,
+        base,
+        detail: format!("{e:?}"),
+    }
+}
+
+impl Vmm {
+    /// Builds the VM: checks the configuration, maps memory, loads the
+    /// kernel, writes the boot data, creates devices and vCPUs.
+    pub fn new(config: &VmmConfig) -> Result<Self> {
+        let mib = config.memory_mib;
+        if mib == 0 {
+            return Err(Error::MemoryZero);
+        }
+        if mib < MIN_MEMORY_MIB {
+            return Err(Error::MemoryTooSmall {
+                mib,
+                min_mib: MIN_MEMORY_MIB,
+            });
+        }
+        if let Some(host_mib) = host_ram_mib().filter(|&h| mib > h) {
+            return Err(Error::MemoryTooLarge { mib, host_mib });
+        }
+        if config.vcpus == 0 {
+            return Err(Error::VcpusZero);
+        }
+        let kvm = kvmkit_core::Kvm::<HostArch>::new()?;
+        let max = kvm.max_vcpus().min(MAX_VCPUS);
+        if config.vcpus > max {
+            return Err(Error::VcpusTooMany {
+                vcpus: config.vcpus,
+                max,
+            });
+        }
+        // Read the kernel and initramfs before creating anything.
+        let (kernel_bytes, kernel_path): (std::borrow::Cow<'_, [u8]>, &Path) = match &config.kernel
+        {
+            KernelSource::TestGuest => (
+                kvmkit_test_guest::TEST_GUEST_ELF.into(),
+                Path::new("<built-in test guest>"),
+            ),
+            KernelSource::Path(p) => (
+                std::fs::read(p)
+                    .map_err(|source| Error::ReadFile {
+                        what: "kernel",
+                        path: p.clone(),
+                        source,
+                    })?
+                    .into(),
+                p.as_path(),
+            ),
+        };
+        let initramfs = match &config.initramfs {
+            Some(p) => Some((
+                std::fs::read(p).map_err(|source| Error::ReadFile {
+                    what: "initramfs",
+                    path: p.clone(),
+                    source,
+                })?,
+                p,
+            )),
+            None => None,
+        };
+        let cmdline = config.cmdline.as_bytes();
+        if cmdline.len() >= CMDLINE_MAX_SIZE || cmdline.contains(&0) {
+            return Err(Error::Cmdline(format!(
+                "{} bytes; at most {} and no NUL",
+                cmdline.len(),
+                CMDLINE_MAX_SIZE - 1
+            )));
+        }
+        let serial_out: crate::devices::SerialOut = match &config.serial {
+            SerialConfig::Stdio => Box::new(std::io::stdout()),
+            SerialConfig::None => Box::new(std::io::sink()),
+            SerialConfig::File(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|source| Error::SerialFile {
+                        path: p.clone(),
+                        source,
+                    })?,
+            ),
+        };
+
+        let vm = Arc::new(kvm.create_vm(&VmConfig {
+            irqchip: IrqchipMode::Kernel,
+            pit: true,
+            ..Default::default()
+        })?);
+
+        // Memory: RAM with the PC holes, and a read-only BIOS area for tables.
+        let mut memory = SlotTable::<HostArch>::for_vm(vm.clone())?;
+        let layout = pc_layout(mib << 20)?;
+        memory.add_ram(&layout, MemoryFlags::NONE)?;
+        memory.add(RegionConfig::anonymous(GuestAddress(BIOS_START), BIOS_SIZE).read_only(true))?;
+        let mem = memory.guest_memory();
+
+        let kernel = load_kernel(&mem, &kernel_bytes, kernel_path)?;
+        mem.write_slice(cmdline, GuestAddress(CMDLINE_ADDR))
+            .and_then(|()| mem.write_obj(0u8, GuestAddress(CMDLINE_ADDR + cmdline.len() as u64)))
+            .map_err(boot_data("kernel command line"))?;
+        // The initramfs goes at the top of the RAM range the kernel is in,
+        // below the kernel's limit (initrd_addr_max, 0x37ffffff by default).
+        let initrd = match initramfs {
+            Some((bytes, path)) => {
+                let ram_top = layout
+                    .iter()
+                    .find(|(a, l)| a.0 <= HIMEM_START && HIMEM_START < a.0 + l)
+                    .map_or(HIMEM_START, |(a, l)| a.0 + l);
+                let max = kernel
+                    .setup_header
+                    .map_or(0x3800_0000, |h| u64::from(h.initrd_addr_max) + 1);
+                Some(load_initramfs(
+                    &mem,
+                    &bytes,
+                    path,
+                    kernel.end,
+                    ram_top.min(max),
+                )?)
+            }
+            None => None,
+        };
+
+        let ram: Vec<(u64, u64)> = layout.iter().map(|(a, l)| (a.0, *l)).collect();
+        let e820 = e820_map(&ram);
+        let rsdp = write_acpi_tables(
+            mem.as_ref(),
+            &AcpiConfig {
+                nr_vcpus: config.vcpus,
+                serial_ports: vec![kvmkit_arch_x86_64::SerialPort {
+                    base: SerialPort::COM1,
+                    irq: SerialPort::COM1_IRQ,
+                }],
+                mmio_devices: Vec::new(),
+                pm: PmRegisters {
+                    pm1a_evt: AcpiPm::EVT_PORT,
+                    pm1a_cnt: AcpiPm::CNT_PORT,
+                    sleep_s5_typ: AcpiPm::S5_TYPE,
+                },
+                reset: ResetRegister {
+                    port: I8042Port::BASE + 4,
+                    value: 0xfe,
+                },
+            },
+        )
+        .map_err(boot_data("ACPI tables"))?;
+        write_mptable(mem.as_ref(), MPTABLE_START, config.vcpus).map_err(boot_data("MP table"))?;
+        let boot = match kernel.entry {
+            BootEntry::Linux64 { entry } => {
+                let zero_page = write_linux_boot_params(
+                    mem.as_ref(),
+                    &LinuxBoot {
+                        setup_header: kernel.setup_header,
+                        cmdline_addr: CMDLINE_ADDR,
+                        cmdline_len: cmdline.len(),
+                        initrd,
+                        e820: &e820,
+                        rsdp_addr: rsdp,
+                    },
+                )
+                .map_err(boot_data("zero page"))?;
+                BootSetup::LongMode {
+                    entry,
+                    stack: BOOT_STACK_TOP,
+                    rsi: zero_page,
+                }
+            }
+            BootEntry::Pvh { entry } => {
+                let start_info = write_pvh_start_info(
+                    mem.as_ref(),
+                    &PvhBoot {
+                        cmdline_addr: CMDLINE_ADDR,
+                        initrd,
+                        e820: &e820,
+                        rsdp_addr: rsdp,
+                    },
+                )
+                .map_err(boot_data("PVH start_info"))?;
+                BootSetup::Protected32 {
+                    entry,
+                    ebx: u32::try_from(start_info).map_err(boot_data("PVH start_info"))?,
+                }
+            }
+        };
+
+        // Devices on the port I/O bus; COM1's interrupt is an irqfd on GSI 4.
+        let (ptx, platform) = channel();
+        let sink = Arc::new(EventSink::new(ptx));
+        let com1_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| Error::Interrupt {
+            device: "serial COM1",
+            source,
+        })?;
+        vm.arch_fd()
+            .vm_fd()
+            .register_irqfd(&com1_irq, SerialPort::COM1_IRQ)
+            .map_err(|e| Error::Interrupt {
+                device: "serial COM1",
+                source: std::io::Error::from_raw_os_error(e.errno()),
+            })?;
+        let trigger = com1_irq.try_clone().map_err(|source| Error::Interrupt {
+            device: "serial COM1",
+            source,
+        })?;
+        let serial = Arc::new(SerialPort::new(EventFdTrigger(trigger), serial_out));
+        let below_4g: u64 = ram
+            .iter()
+            .filter(|(a, _)| *a < 1 << 32)
+            .map(|(_, l)| l)
+            .sum();
+        let above_4g: u64 = ram
+            .iter()
+            .filter(|(a, _)| *a >= 1 << 32)
+            .map(|(_, l)| l)
+            .sum();
+        let mut pio = PortIoBus::new();
+        pio.register(SerialPort::COM1, SerialPort::LEN, serial.clone())
+            .map_err(device("serial COM1", u64::from(SerialPort::COM1)))?;
+        pio.register(
+            I8042Port::BASE,
+            I8042Port::LEN,
+            Arc::new(I8042Port::new(sink.clone())),
+        )
+        .map_err(device("i8042", u64::from(I8042Port::BASE)))?;
+        pio.register(
+            Cmos::<crate::devices::HostClock>::BASE,
+            Cmos::<crate::devices::HostClock>::LEN,
+            Arc::new(Mutex::new(Cmos::new(below_4g, above_4g))),
+        )
+        .map_err(device("CMOS RTC", 0x70))?;
+        pio.register(
+            AcpiPm::EVT_PORT,
+            AcpiPm::LEN,
+            Arc::new(Mutex::new(AcpiPm::new(sink))),
+        )
+        .map_err(device("ACPI PM", u64::from(AcpiPm::EVT_PORT)))?;
+        let buses = Arc::new(Buses::<HostArch>::new(MmioBus::new(), pio));
+
+        let vcpu_config = VcpuConfig {
+            cpuid: Some(CpuidPolicy {
+                nr_vcpus: config.vcpus,
+                hypervisor_bit: true,
+            }),
+            boot_msrs: true,
+            lapic_lints: true,
+        };
+        let mut vcpus = Vec::new();
+        for id in 0..config.vcpus {
+            vcpus.push(vm.create_vcpu(VcpuId(id), &vcpu_config)?);
+        }
+        // The BSP starts at the kernel entry; KVM holds the APs in
+        // wait-for-SIPI until the guest starts them through its LAPIC.
+        vcpus[0].setup_boot(mem.as_ref(), &boot)?;
+
+        Ok(Vmm {
+            vm,
+            memory,
+            vcpus,
+            buses,
+            serial,
+            stdio: config.serial == SerialConfig::Stdio,
+            platform,
+            _irqs: vec![com1_irq],
+        })
+    }
+
+    /// The VM.
+    pub fn vm(&self) -> &Arc<Vm<HostArch>> {
+        &self.vm
+    }
+
+    /// The memory-slot table.
+    pub fn memory(&self) -> &SlotTable<HostArch> {
+        &self.memory
+    }
+
+    /// Runs the VM until the guest powers off, resets or fails, or the user
+    /// quits; the terminal is restored whatever happens.
+    pub fn run(self) -> Result<VmmExit> {
+        install_quit_signals();
+        let raw = if self.stdio {
+            terminal::RawMode::enter().ok().flatten()
+        } else {
+            None
+        };
+        let (tx, rx) = channel::<Msg>();
+        if self.stdio {
+            spawn_input(self.serial.clone(), tx.clone(), raw.is_some());
+        }
+        let (run_loop, reports) = RunLoop::start(self.vcpus, self.buses.clone())?;
+        forward(reports, tx.clone(), Msg::Vcpu);
+        forward(self.platform, tx, Msg::Platform);
+        let exit = wait_for_end(&rx, run_loop.live_vcpus());
+        run_loop.stop();
+        self.serial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .flush();
+        drop(raw);
+        Ok(exit)
+    }
+}
+
+enum Msg {
+    Vcpu(VcpuReport),
+    Platform(PlatformEvent),
+    Quit,
+}
+
+fn forward<T: Send + 'static>(rx: Receiver<T>, tx: Sender<Msg>, wrap: fn(T) -> Msg) {
+    std::thread::spawn(move || {
+        while let Ok(m) = rx.recv() {
+            if tx.send(wrap(m)).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+fn wait_for_end(rx: &Receiver<Msg>, mut live: usize) -> VmmExit {
+    loop {
+        if QUIT_SIGNAL.load(Ordering::SeqCst) {
+            return VmmExit::Quit;
+        }
+        let msg = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return VmmExit::Quit,
+        };
+        match msg {
+            Msg::Quit => return VmmExit::Quit,
+            Msg::Platform(PlatformEvent::PowerOff) => return VmmExit::PowerOff,
+            Msg::Platform(PlatformEvent::Reset) => return VmmExit::Reset,
+            Msg::Vcpu(r) => {
+                let vcpu = r.vcpu.0;
+                let rip = r.pc;
+                let fail = |what: String| VmmExit::KvmFailure { vcpu, rip, what };
+                match r.event {
+                    VcpuEvent::Shutdown => return VmmExit::TripleFault { vcpu, rip },
+                    VcpuEvent::SystemEvent { kind, .. } => {
+                        return match kind {
+                            kvmkit_core::SystemEventKind::Reset => VmmExit::Reset,
+                            kvmkit_core::SystemEventKind::Shutdown => VmmExit::PowerOff,
+                            k => fail(format!("system event {k:?}")),
+                        }
+                    }
+                    VcpuEvent::InternalError { suberror, data } => {
+                        return fail(format!("internal error {suberror} {data:x?}"))
+                    }
+                    VcpuEvent::FailEntry { reason } => {
+                        return fail(format!("entry failed, reason {reason:#x}"))
+                    }
+                    VcpuEvent::Error(e) => return fail(e.to_string()),
+                    VcpuEvent::ArchStop { reason } => return fail(reason),
+                    VcpuEvent::Halted => {
+                        live = live.saturating_sub(1);
+                        if live == 0 {
+                            return VmmExit::Halted;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Forwards stdin to the serial port; Ctrl-A x quits (on a terminal).
+fn spawn_input(serial: Arc<Mutex<SerialPort>>, tx: Sender<Msg>, tty: bool) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 64];
+        let mut escape = false;
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let mut out = Vec::with_capacity(n);
+            for &b in &buf[..n] {
+                if tty && escape {
+                    escape = false;
+                    match b {
+                        b'x' | b'X' => {
+                            let _ = tx.send(Msg::Quit);
+                            return;
+                        }
+                        ESCAPE => out.push(ESCAPE),
+                        _ => {}
+                    }
+                } else if tty && b == ESCAPE {
+                    escape = true;
+                } else {
+                    out.push(b);
+                }
+            }
+            let mut rest = &out[..];
+            while !rest.is_empty() {
+                let done = serial
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .enqueue(rest);
+                rest = &rest[done..];
+                if !rest.is_empty() {
+                    // The guest has not drained the FIFO yet.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            let _ = std::io::stdout().flush();
+        }
+    });
+}
