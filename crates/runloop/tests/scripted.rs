@@ -2,43 +2,10 @@
 //! as the x86_64 kernel lays them out, decoded by the real arch decoder. No KVM.
 
 use kvmkit_arch_x86_64::{PortIoBus, X86_64};
-use kvmkit_core::{Arch, Kicker, RunVcpu, SystemEventKind, VcpuExit, VcpuId};
+use kvmkit_core::{ScriptedVcpu, SystemEventKind, VcpuId};
 use kvmkit_runloop::{Buses, MmioBus, RunLoop, VcpuEvent};
 use std::sync::Arc;
 use std::time::Duration;
-
-struct Scripted {
-    id: VcpuId,
-    areas: Vec<Vec<u8>>,
-    next: usize,
-    kicker: Kicker,
-}
-
-impl RunVcpu<X86_64> for Scripted {
-    fn id(&self) -> VcpuId {
-        self.id
-    }
-
-    fn run(&mut self) -> kvmkit_core::Result<VcpuExit<'_, X86_64>> {
-        if self.kicker.take_pending() {
-            return Ok(VcpuExit::Interrupted);
-        }
-        let i = self.next.min(self.areas.len() - 1);
-        self.next += 1;
-        X86_64::decode_exit(&mut self.areas[i]).map_err(|source| kvmkit_core::Error::DecodeExit {
-            vcpu: self.id.0,
-            source,
-        })
-    }
-
-    fn kicker(&self) -> Kicker {
-        self.kicker.clone()
-    }
-
-    fn program_counter(&self) -> kvmkit_core::Result<u64> {
-        Ok(self.next as u64)
-    }
-}
 
 fn area(reason: u32, union: &[u8]) -> Vec<u8> {
     let mut v = vec![0u8; 4096 + 64];
@@ -48,13 +15,10 @@ fn area(reason: u32, union: &[u8]) -> Vec<u8> {
 }
 
 fn script(areas: Vec<Vec<u8>>) -> Scripted {
-    Scripted {
-        id: VcpuId(7),
-        areas,
-        next: 0,
-        kicker: Kicker::new(),
-    }
+    ScriptedVcpu::new(VcpuId(7), areas)
 }
+
+type Scripted = ScriptedVcpu<X86_64>;
 
 fn run_one(s: Scripted) -> Vec<VcpuEvent> {
     let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), PortIoBus::new()));
