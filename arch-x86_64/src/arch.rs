@@ -474,19 +474,25 @@ impl Arch for X86_64 {
                     }
                 }
             }
-            X86Exit::RdMsr { index, data } => {
+            // No userspace MSRs are emulated: the guest gets #GP, as from
+            // an MSR the CPU lacks.
+            X86Exit::RdMsr { index, data, error } => {
                 data.fill(0);
+                *error = 1;
                 ArchExitOutcome::Unhandled {
                     space: "msr",
                     addr: u64::from(index),
                     write: false,
                 }
             }
-            X86Exit::WrMsr { index, .. } => ArchExitOutcome::Unhandled {
-                space: "msr",
-                addr: u64::from(index),
-                write: true,
-            },
+            X86Exit::WrMsr { index, error, .. } => {
+                *error = 1;
+                ArchExitOutcome::Unhandled {
+                    space: "msr",
+                    addr: u64::from(index),
+                    write: true,
+                }
+            }
             X86Exit::Other { reason } => ArchExitOutcome::Unhandled {
                 space: "exit",
                 addr: u64::from(reason),

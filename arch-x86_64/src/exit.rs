@@ -8,6 +8,57 @@ use kvmkit_core::{DecodeError, SystemEventKind, VcpuExit, KVM_RUN_EXIT_REASON_OF
 
 /// Start of the exit union in x86_64's `kvm_run`.
 pub(crate) const UNION: usize = 32;
+
+/// Where the decoder reads each field, from the start of `kvm_run`, by the
+/// name the `uapi_facts` example and the header check use
+/// (`kvm_run.MEMBER.FIELD`, size in bytes).
+pub(crate) const FIELDS: &[(&str, usize, usize)] = &[
+    ("immediate_exit", 1, 1),
+    ("exit_reason", 8, 4),
+    ("io.direction", IO_DIRECTION, 1),
+    ("io.size", IO_SIZE, 1),
+    ("io.port", IO_PORT, 2),
+    ("io.count", IO_COUNT, 4),
+    ("io.data_offset", IO_DATA_OFFSET, 8),
+    ("mmio.phys_addr", MMIO_PHYS_ADDR, 8),
+    ("mmio.data", MMIO_DATA, 8),
+    ("mmio.len", MMIO_LEN, 4),
+    ("mmio.is_write", MMIO_IS_WRITE, 1),
+    ("debug.arch.pc", DEBUG_PC, 8),
+    ("fail_entry.hardware_entry_failure_reason", FAIL_REASON, 8),
+    ("fail_entry.cpu", FAIL_CPU, 4),
+    ("internal.suberror", INTERNAL_SUBERROR, 4),
+    ("internal.ndata", INTERNAL_NDATA, 4),
+    ("internal.data", INTERNAL_DATA, 128),
+    ("system_event.type", SYSTEM_EVENT_TYPE, 4),
+    ("system_event.data", SYSTEM_EVENT_DATA, 128),
+    ("msr.error", MSR_ERROR, 1),
+    ("msr.reason", MSR_REASON, 4),
+    ("msr.index", MSR_INDEX, 4),
+    ("msr.data", MSR_DATA, 8),
+];
+
+const IO_DIRECTION: usize = UNION;
+const IO_SIZE: usize = UNION + 1;
+const IO_PORT: usize = UNION + 2;
+const IO_COUNT: usize = UNION + 4;
+const IO_DATA_OFFSET: usize = UNION + 8;
+const MMIO_PHYS_ADDR: usize = UNION;
+const MMIO_DATA: usize = UNION + 8;
+const MMIO_LEN: usize = UNION + 16;
+const MMIO_IS_WRITE: usize = UNION + 20;
+const DEBUG_PC: usize = UNION + 8;
+const FAIL_REASON: usize = UNION;
+const FAIL_CPU: usize = UNION + 8;
+const INTERNAL_SUBERROR: usize = UNION;
+const INTERNAL_NDATA: usize = UNION + 4;
+const INTERNAL_DATA: usize = UNION + 8;
+const SYSTEM_EVENT_TYPE: usize = UNION;
+const SYSTEM_EVENT_DATA: usize = UNION + 8;
+const MSR_ERROR: usize = UNION;
+const MSR_REASON: usize = UNION + 8;
+const MSR_INDEX: usize = UNION + 12;
+const MSR_DATA: usize = UNION + 16;
 /// Size of the exit union.
 const UNION_SIZE: usize = 256;
 
@@ -83,19 +134,25 @@ pub enum X86Exit<'a> {
         /// The data, `size * count` bytes, in the `kvm_run` area.
         data: &'a mut [u8],
     },
-    /// A guest `rdmsr` KVM forwarded (`KVM_EXIT_X86_RDMSR`); set `data`.
+    /// A guest `rdmsr` KVM forwarded (`KVM_EXIT_X86_RDMSR`): set `data`, or
+    /// set `error` to 1 to inject #GP.
     RdMsr {
         /// The MSR index.
         index: u32,
-        /// The value returned to the guest.
+        /// The value returned to the guest (8 bytes, native endian).
         data: &'a mut [u8],
+        /// Non-zero injects #GP.
+        error: &'a mut u8,
     },
-    /// A guest `wrmsr` KVM forwarded (`KVM_EXIT_X86_WRMSR`).
+    /// A guest `wrmsr` KVM forwarded (`KVM_EXIT_X86_WRMSR`); set `error` to 1
+    /// to inject #GP.
     WrMsr {
         /// The MSR index.
         index: u32,
         /// The value written.
         value: u64,
+        /// Non-zero injects #GP.
+        error: &'a mut u8,
     },
     /// Another x86-only exit (TPR access, NMI, IOAPIC EOI, exception, …).
     Other {
@@ -140,21 +197,20 @@ fn u64_at(run: &[u8], off: usize) -> u64 {
 pub fn decode_exit(run: &mut [u8]) -> Result<VcpuExit<'_, X86_64>, DecodeError> {
     need(run, 0, UNION + UNION_SIZE)?;
     let reason = u32_at(run, KVM_RUN_EXIT_REASON_OFFSET);
-    let u = UNION;
     Ok(match reason {
         KVM_EXIT_IO => {
-            let direction = match run[u] {
+            let direction = match run[IO_DIRECTION] {
                 0 => IoDirection::In,
                 1 => IoDirection::Out,
                 d => return Err(bad(reason, "io.direction", u64::from(d))),
             };
-            let size = run[u + 1];
+            let size = run[IO_SIZE];
             if !matches!(size, 1 | 2 | 4) {
                 return Err(bad(reason, "io.size", u64::from(size)));
             }
-            let port = u16_at(run, u + 2);
-            let count = u32_at(run, u + 4);
-            let offset = u64_at(run, u + 8);
+            let port = u16_at(run, IO_PORT);
+            let count = u32_at(run, IO_COUNT);
+            let offset = u64_at(run, IO_DATA_OFFSET);
             let len = usize::from(size)
                 .checked_mul(count as usize)
                 .filter(|&l| l > 0)
@@ -175,13 +231,13 @@ pub fn decode_exit(run: &mut [u8]) -> Result<VcpuExit<'_, X86_64>, DecodeError> 
             })
         }
         KVM_EXIT_MMIO => {
-            let addr = u64_at(run, u);
-            let len = u32_at(run, u + 16);
+            let addr = u64_at(run, MMIO_PHYS_ADDR);
+            let len = u32_at(run, MMIO_LEN);
             if !(1..=8).contains(&len) {
                 return Err(bad(reason, "mmio.len", u64::from(len)));
             }
-            let is_write = run[u + 20] != 0;
-            let data = &mut run[u + 8..u + 8 + len as usize];
+            let is_write = run[MMIO_IS_WRITE] != 0;
+            let data = &mut run[MMIO_DATA..MMIO_DATA + len as usize];
             if is_write {
                 VcpuExit::MmioWrite { addr, data }
             } else {
@@ -193,39 +249,46 @@ pub fn decode_exit(run: &mut [u8]) -> Result<VcpuExit<'_, X86_64>, DecodeError> 
         KVM_EXIT_INTR => VcpuExit::Interrupted,
         KVM_EXIT_IRQ_WINDOW_OPEN => VcpuExit::IrqWindowOpen,
         KVM_EXIT_DEBUG => VcpuExit::Debug {
-            pc: u64_at(run, u + 8),
+            pc: u64_at(run, DEBUG_PC),
         },
         KVM_EXIT_FAIL_ENTRY => VcpuExit::FailEntry {
-            reason: u64_at(run, u),
-            cpu: u32_at(run, u + 8),
+            reason: u64_at(run, FAIL_REASON),
+            cpu: u32_at(run, FAIL_CPU),
         },
         KVM_EXIT_INTERNAL_ERROR => {
-            let ndata = u32_at(run, u + 4);
+            let ndata = u32_at(run, INTERNAL_NDATA);
             let mut data = [0u64; 4];
             for (i, d) in data.iter_mut().enumerate().take(ndata.min(4) as usize) {
-                *d = u64_at(run, u + 8 + 8 * i);
+                *d = u64_at(run, INTERNAL_DATA + 8 * i);
             }
             VcpuExit::InternalError {
-                suberror: u32_at(run, u),
+                suberror: u32_at(run, INTERNAL_SUBERROR),
                 ndata,
                 data,
             }
         }
         KVM_EXIT_SYSTEM_EVENT => VcpuExit::SystemEvent {
-            kind: SystemEventKind::from_raw(u32_at(run, u)),
-            flags: u64_at(run, u + 8),
+            kind: SystemEventKind::from_raw(u32_at(run, SYSTEM_EVENT_TYPE)),
+            flags: u64_at(run, SYSTEM_EVENT_DATA),
         },
         KVM_EXIT_X86_RDMSR => {
-            let index = u32_at(run, u + 4);
+            let index = u32_at(run, MSR_INDEX);
+            let (head, tail) = run.split_at_mut(MSR_DATA);
             VcpuExit::Arch(X86Exit::RdMsr {
                 index,
-                data: &mut run[u + 8..u + 16],
+                data: &mut tail[..8],
+                error: &mut head[MSR_ERROR],
             })
         }
-        KVM_EXIT_X86_WRMSR => VcpuExit::Arch(X86Exit::WrMsr {
-            index: u32_at(run, u + 4),
-            value: u64_at(run, u + 8),
-        }),
+        KVM_EXIT_X86_WRMSR => {
+            let index = u32_at(run, MSR_INDEX);
+            let value = u64_at(run, MSR_DATA);
+            VcpuExit::Arch(X86Exit::WrMsr {
+                index,
+                value,
+                error: &mut run[MSR_ERROR],
+            })
+        }
         KVM_EXIT_EXCEPTION
         | KVM_EXIT_HYPERCALL
         | KVM_EXIT_TPR_ACCESS
@@ -449,13 +512,21 @@ mod tests {
             }
         ));
         let mut run = area(KVM_EXIT_X86_RDMSR);
-        run[UNION + 4..UNION + 8].copy_from_slice(&0x10u32.to_ne_bytes());
-        assert!(matches!(
-            decode_exit(&mut run).unwrap(),
-            VcpuExit::Arch(X86Exit::RdMsr { index: 0x10, .. })
-        ));
+        run[MSR_INDEX..MSR_INDEX + 4].copy_from_slice(&0x10u32.to_ne_bytes());
+        match decode_exit(&mut run).unwrap() {
+            VcpuExit::Arch(X86Exit::RdMsr {
+                index: 0x10,
+                data,
+                error,
+            }) => {
+                data.copy_from_slice(&7u64.to_ne_bytes());
+                *error = 1;
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+        assert_eq!((run[MSR_ERROR], run[MSR_DATA]), (1, 7));
         let mut run = area(KVM_EXIT_X86_WRMSR);
-        run[UNION + 8..UNION + 16].copy_from_slice(&5u64.to_ne_bytes());
+        run[MSR_DATA..MSR_DATA + 8].copy_from_slice(&5u64.to_ne_bytes());
         assert!(matches!(
             decode_exit(&mut run).unwrap(),
             VcpuExit::Arch(X86Exit::WrMsr { value: 5, .. })

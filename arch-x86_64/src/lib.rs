@@ -7,6 +7,8 @@ mod cpuid;
 mod debug;
 mod error;
 mod exit;
+mod facts;
+mod irq;
 mod msrs;
 mod pio;
 mod platform;
@@ -21,6 +23,7 @@ pub use cpuid::{filter_cpuid, CpuidPolicy};
 pub use debug::GuestDebugBuilder;
 pub use error::{Error, Result};
 pub use exit::{decode_exit, IoDirection, X86Exit, EXIT_REASONS};
+pub use facts::uapi_facts;
 pub use msrs::{boot_msr_entries, msr_one_reg_id};
 pub use pio::PortIoBus;
 pub use platform::{

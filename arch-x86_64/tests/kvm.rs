@@ -350,3 +350,50 @@ fn kvm_capabilities_we_rely_on_are_present() {
     let g = guest(&kvm, &[0xf4]);
     assert!(g.vm.has(Capability::READONLY_MEM));
 }
+
+#[test]
+fn kvm_interrupt_controller_of_the_in_kernel_irqchip() {
+    use kvmkit_irq::{Error as IrqError, InterruptController, Msi};
+    use vmm_sys_util::eventfd::EventFd;
+    let Some(kvm) = kvm_or_skip!(X86_64) else {
+        return;
+    };
+    let cfg = VmConfig {
+        irqchip: IrqchipMode::Kernel,
+        ..Default::default()
+    };
+    let g = guest_with(&kvm, &cfg, &[0xf4]);
+    let ic = g.vm.arch_fd();
+    assert_eq!(ic.irq_count(), 24);
+    ic.set_irq(4, true).unwrap();
+    ic.set_irq(4, false).unwrap();
+    let e = ic.set_irq(24, true).unwrap_err();
+    assert!(
+        matches!(e, IrqError::OutOfRange { irq: 24, count: 24 }),
+        "{e}"
+    );
+    let fd = EventFd::new(0).unwrap();
+    ic.register_irqfd(&fd, 5, None).unwrap();
+    fd.write(1).unwrap();
+    ic.unregister_irqfd(&fd, 5).unwrap();
+    let (fd, rs) = (EventFd::new(0).unwrap(), EventFd::new(0).unwrap());
+    ic.register_irqfd(&fd, 10, Some(&rs)).unwrap();
+    ic.unregister_irqfd(&fd, 10).unwrap();
+    // An MSI to the BSP's LAPIC, vector 0x30 (KVM needs a LAPIC to deliver to).
+    let _bsp = g.vm.create_vcpu(VcpuId(0), &VcpuConfig::default()).unwrap();
+    ic.signal_msi(Msi {
+        address: 0xfee0_0000,
+        data: 0x30,
+        devid: None,
+    })
+    .unwrap();
+
+    // Without an irqchip: lines and MSIs are unsupported, by name.
+    let g = guest(&kvm, &[0xf4]);
+    let e = g.vm.arch_fd().set_irq(4, true).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "KVM_IRQ_LINE is not supported by the no irqchip interrupt controller"
+    );
+    assert!(g.vm.arch_fd().signal_msi(Msi::default()).is_err());
+}

@@ -123,6 +123,33 @@ impl Probe {
     }
 }
 
+/// The probe for each fact name of the `uapi_facts` convention: `STRUCT.size`,
+/// `STRUCT.align`, `STRUCT.FIELD[.SUB].offset`, `STRUCT.FIELD[.SUB].size`, and
+/// anything else is a macro name (`KVM_RUN`, `KVM_EXIT_MMIO`, `KVM_CAP_IRQFD`).
+///
+/// ```
+/// let p = kvmkit_uapi_check::probes_for(["KVM_RUN", "kvm_run.io.port.offset", "kvm_regs.size"]);
+/// assert_eq!(p.len(), 3);
+/// ```
+pub fn probes_for<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Probe> {
+    names
+        .into_iter()
+        .map(|name| {
+            let (path, what) = name.rsplit_once('.').unwrap_or((name, ""));
+            let (ty, field) = path.split_once('.').unwrap_or((path, ""));
+            match (what, field.is_empty()) {
+                ("size", true) => Probe::new(name, format!("sizeof(struct {ty})")),
+                ("align", true) => Probe::new(name, format!("_Alignof(struct {ty})")),
+                ("offset", false) => {
+                    Probe::new(name, format!("__builtin_offsetof(struct {ty}, {field})"))
+                }
+                ("size", false) => Probe::new(name, format!("sizeof(((struct {ty} *)0)->{field})")),
+                _ => Probe::constant(name),
+            }
+        })
+        .collect()
+}
+
 /// Compiles the probes against `#include <linux/kvm.h>` (plus `extra`
 /// includes) for `target` and returns each value, asm-offsets style: the
 /// compiler only generates assembly, nothing runs, so any target works on any
@@ -252,6 +279,21 @@ mod tests {
         assert_eq!(f["kvm_run.exit_reason.offset"], 8);
         assert_eq!(f["kvm_run.mmio.len.offset"], 48);
         assert_eq!(f["kvm_run.mmio.len.size"], 4);
+    }
+
+    #[test]
+    fn probes_from_names() {
+        let names = [
+            "KVM_RUN",
+            "kvm_run.io.port.offset",
+            "kvm_run.io.port.size",
+            "kvm_regs.size",
+            "kvm_regs.align",
+        ];
+        let f = read_facts(&X86_64, &[], &probes_for(names)).unwrap();
+        assert_eq!(f["kvm_run.io.port.offset"], 34);
+        assert_eq!(f["kvm_run.io.port.size"], 2);
+        assert_eq!(f.len(), 5);
     }
 
     #[test]
