@@ -2,16 +2,18 @@
 
 mod cli;
 mod config;
+mod core;
 pub mod devices;
 mod error;
 pub mod kernel;
 pub mod terminal;
 mod vmm;
 
+pub use crate::core::{run_machine, VmmExit};
 pub use cli::{parse_args, Cli};
 pub use config::{KernelSource, SerialConfig, VmmConfig, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB};
 pub use error::{Error, Result};
-pub use vmm::{Vmm, VmmExit, MAX_VCPUS, MIN_MEMORY_MIB};
+pub use vmm::{Vmm, MAX_VCPUS, MIN_MEMORY_MIB, PC_NAME};
 
 /// The architecture this VMM runs on: the one place that names the host.
 #[cfg(target_arch = "x86_64")]

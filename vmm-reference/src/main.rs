@@ -1,7 +1,7 @@
 //! `vmm-reference`: parse the command line, build the VM, run it, map the end
 //! to an exit status. All logic is in the library.
 
-use kvmkit_vmm_reference::{parse_args, Vmm};
+use kvmkit_vmm_reference::{parse_args, Vmm, PC_NAME};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     let result = Vmm::new(&config).and_then(Vmm::run);
     match result {
         Ok(exit) => {
-            if let Some(m) = exit.message() {
+            if let Some(m) = exit.message(PC_NAME) {
                 eprintln!("vmm-reference: {m}");
             }
             ExitCode::from(u8::try_from(exit.code()).unwrap_or(1))

@@ -1,6 +1,7 @@
 //! The composition: memory, kernel, boot data, devices and vCPUs of one VM,
 //! and the loop that runs it to its end.
 
+use crate::core::{run_machine, VmmExit, QUIT_SIGNAL};
 use crate::devices::{
     AcpiPm, Cmos, EventFdTrigger, EventSink, I8042Port, PlatformEvent, SerialPort,
 };
@@ -14,11 +15,11 @@ use kvmkit_arch_x86_64::{
 };
 use kvmkit_core::{MemoryFlags, Vcpu, VcpuId, Vm};
 use kvmkit_memory::{pc_layout, RegionConfig, SlotTable};
-use kvmkit_runloop::{Buses, MmioBus, RunLoop, VcpuEvent, VcpuReport};
+use kvmkit_runloop::{Buses, MmioBus};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vm_memory::{Bytes, GuestAddress};
@@ -26,69 +27,12 @@ use vmm_sys_util::eventfd::EventFd;
 
 /// The least guest RAM the VMM accepts, in MiB.
 pub const MIN_MEMORY_MIB: u64 = 16;
+/// What x86 calls the program counter, for exit messages.
+pub const PC_NAME: &str = "RIP";
 /// The most vCPUs the boot tables describe (one IOAPIC id left in 8 bits).
 pub const MAX_VCPUS: u32 = 254;
 /// Ctrl-A: the serial console's escape key; Ctrl-A x quits.
 const ESCAPE: u8 = 0x01;
-
-/// Why the VM ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VmmExit {
-    /// The guest powered off (ACPI S5, or a KVM system event).
-    PowerOff,
-    /// The guest reset (i8042 pulse, or a KVM system event).
-    Reset,
-    /// The user quit (Ctrl-A x, or SIGINT/SIGTERM/SIGHUP).
-    Quit,
-    /// A vCPU halted with nothing left to wake it.
-    Halted,
-    /// The guest triple-faulted.
-    TripleFault {
-        /// The vCPU.
-        vcpu: u32,
-        /// Its RIP, when it could be read.
-        rip: Option<u64>,
-    },
-    /// KVM could not run a vCPU.
-    KvmFailure {
-        /// The vCPU.
-        vcpu: u32,
-        /// Its RIP, when it could be read.
-        rip: Option<u64>,
-        /// What happened.
-        what: String,
-    },
-}
-
-impl VmmExit {
-    /// The process exit status: 0 for a clean end, 3 for a triple fault, 4 for
-    /// a KVM failure.
-    pub fn code(&self) -> i32 {
-        match self {
-            VmmExit::PowerOff | VmmExit::Reset | VmmExit::Quit | VmmExit::Halted => 0,
-            VmmExit::TripleFault { .. } => 3,
-            VmmExit::KvmFailure { .. } => 4,
-        }
-    }
-
-    /// A one-line message for abnormal ends.
-    pub fn message(&self) -> Option<String> {
-        let rip = |r: &Option<u64>| r.map_or("unknown".to_string(), |r| format!("{r:#x}"));
-        match self {
-            VmmExit::TripleFault { vcpu, rip: r } => Some(format!(
-                "guest triple fault on vCPU {vcpu} at RIP {}",
-                rip(r)
-            )),
-            VmmExit::KvmFailure { vcpu, rip: r, what } => Some(format!(
-                "KVM failed to run vCPU {vcpu} at RIP {}: {what}",
-                rip(r)
-            )),
-            _ => None,
-        }
-    }
-}
-
-static QUIT_SIGNAL: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_quit_signal(_: libc::c_int) {
     QUIT_SIGNAL.store(true, Ordering::SeqCst);
@@ -124,6 +68,7 @@ pub struct Vmm {
     serial: Arc<Mutex<SerialPort>>,
     stdio: bool,
     platform: Receiver<PlatformEvent>,
+    sink: Arc<EventSink>,
     _irqs: Vec<EventFd>,
 }
 
@@ -379,7 +324,7 @@ impl Vmm {
         pio.register(
             AcpiPm::EVT_PORT,
             AcpiPm::LEN,
-            Arc::new(Mutex::new(AcpiPm::new(sink))),
+            Arc::new(Mutex::new(AcpiPm::new(sink.clone()))),
         )
         .map_err(device("ACPI PM", u64::from(AcpiPm::EVT_PORT)))?;
         let buses = Arc::new(Buses::<HostArch>::new(MmioBus::new(), pio));
@@ -408,6 +353,7 @@ impl Vmm {
             serial,
             stdio: config.serial == SerialConfig::Stdio,
             platform,
+            sink,
             _irqs: vec![com1_irq],
         })
     }
@@ -431,15 +377,10 @@ impl Vmm {
         } else {
             None
         };
-        let (tx, rx) = channel::<Msg>();
         if self.stdio {
-            spawn_input(self.serial.clone(), tx.clone(), raw.is_some());
+            spawn_input(self.serial.clone(), self.sink.clone(), raw.is_some());
         }
-        let (run_loop, reports) = RunLoop::start(self.vcpus, self.buses.clone())?;
-        forward(reports, tx.clone(), Msg::Vcpu);
-        forward(self.platform, tx, Msg::Platform);
-        let exit = wait_for_end(&rx, run_loop.live_vcpus());
-        run_loop.stop();
+        let (exit, _vcpus) = run_machine(self.vcpus, self.buses.clone(), self.platform)?;
         self.serial
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -449,72 +390,8 @@ impl Vmm {
     }
 }
 
-enum Msg {
-    Vcpu(VcpuReport),
-    Platform(PlatformEvent),
-    Quit,
-}
-
-fn forward<T: Send + 'static>(rx: Receiver<T>, tx: Sender<Msg>, wrap: fn(T) -> Msg) {
-    std::thread::spawn(move || {
-        while let Ok(m) = rx.recv() {
-            if tx.send(wrap(m)).is_err() {
-                break;
-            }
-        }
-    });
-}
-
-fn wait_for_end(rx: &Receiver<Msg>, mut live: usize) -> VmmExit {
-    loop {
-        if QUIT_SIGNAL.load(Ordering::SeqCst) {
-            return VmmExit::Quit;
-        }
-        let msg = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return VmmExit::Quit,
-        };
-        match msg {
-            Msg::Quit => return VmmExit::Quit,
-            Msg::Platform(PlatformEvent::PowerOff) => return VmmExit::PowerOff,
-            Msg::Platform(PlatformEvent::Reset) => return VmmExit::Reset,
-            Msg::Vcpu(r) => {
-                let vcpu = r.vcpu.0;
-                let rip = r.pc;
-                let fail = |what: String| VmmExit::KvmFailure { vcpu, rip, what };
-                match r.event {
-                    VcpuEvent::Shutdown => return VmmExit::TripleFault { vcpu, rip },
-                    VcpuEvent::SystemEvent { kind, .. } => {
-                        return match kind {
-                            kvmkit_core::SystemEventKind::Reset => VmmExit::Reset,
-                            kvmkit_core::SystemEventKind::Shutdown => VmmExit::PowerOff,
-                            k => fail(format!("system event {k:?}")),
-                        }
-                    }
-                    VcpuEvent::InternalError { suberror, data } => {
-                        return fail(format!("internal error {suberror} {data:x?}"))
-                    }
-                    VcpuEvent::FailEntry { reason } => {
-                        return fail(format!("entry failed, reason {reason:#x}"))
-                    }
-                    VcpuEvent::Error(e) => return fail(e.to_string()),
-                    VcpuEvent::ArchStop { reason } => return fail(reason),
-                    VcpuEvent::Halted => {
-                        live = live.saturating_sub(1);
-                        if live == 0 {
-                            return VmmExit::Halted;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-}
-
 /// Forwards stdin to the serial port; Ctrl-A x quits (on a terminal).
-fn spawn_input(serial: Arc<Mutex<SerialPort>>, tx: Sender<Msg>, tty: bool) {
+fn spawn_input(serial: Arc<Mutex<SerialPort>>, sink: Arc<EventSink>, tty: bool) {
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin();
         let mut buf = [0u8; 64];
@@ -530,7 +407,7 @@ fn spawn_input(serial: Arc<Mutex<SerialPort>>, tx: Sender<Msg>, tty: bool) {
                     escape = false;
                     match b {
                         b'x' | b'X' => {
-                            let _ = tx.send(Msg::Quit);
+                            sink.send(PlatformEvent::Quit);
                             return;
                         }
                         ESCAPE => out.push(ESCAPE),

@@ -25,6 +25,8 @@ pub enum PlatformEvent {
     Reset,
     /// Power off (ACPI S5): the VMM ends, exit code 0.
     PowerOff,
+    /// The user asked to quit (Ctrl-A x on the console).
+    Quit,
 }
 
 /// Where devices send [`PlatformEvent`]s.
