@@ -45,7 +45,7 @@ fn pvh_elf(code: &[u8]) -> Vec<u8> {
     put(0x204, &4u32.to_le_bytes());
     put(0x208, &18u32.to_le_bytes());
     put(0x20c, b"Xen\0");
-    put(0x210, &(LOAD as u32).to_le_bytes());
+    put(0x210, &0x10_0000u32.to_le_bytes());
     f.extend_from_slice(code);
     f
 }
