@@ -158,7 +158,7 @@ impl Arch for X86_64 {
         Ok(sys.run_len)
     }
 
-    fn create_vm(sys: &X86System) -> Result<X86Vm> {
+    fn create_vm(sys: &X86System, _config: &VmConfig) -> Result<X86Vm> {
         let fd = sys.kvm.create_vm().map_err(Error::ioctl("KVM_CREATE_VM"))?;
         Ok(X86Vm {
             fd,

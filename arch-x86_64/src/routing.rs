@@ -27,7 +27,7 @@ fn irqchip(gsi: u32, chip: u32, pin: u32) -> kvm_irq_routing_entry {
 ///
 /// ```
 /// let r = kvmkit_arch_x86_64::pc_gsi_routes();
-/// assert_eq!(r.len(), 15 * 2 + 1 + 8);
+/// assert_eq!(r.len(), 15 * 2 + 8); // GSI 0-15 but 2 on PIC and IOAPIC, 16-23 on the IOAPIC
 /// ```
 pub fn pc_gsi_routes() -> Vec<kvm_irq_routing_entry> {
     let mut v = Vec::new();

@@ -93,8 +93,9 @@ pub trait Arch: Debug + Sized + Send + Sync + 'static {
     fn check_extension(sys: &Self::System, cap: Capability) -> i32;
     /// The size of the `kvm_run` mapping (`KVM_GET_VCPU_MMAP_SIZE`).
     fn vcpu_mmap_size(sys: &Self::System) -> Result<usize, Self::Error>;
-    /// Wraps `KVM_CREATE_VM`.
-    fn create_vm(sys: &Self::System) -> Result<Self::VmFd, Self::Error>;
+    /// Wraps `KVM_CREATE_VM`; `config` gives the machine type argument where
+    /// the architecture has one (PowerPC HV or PR, s390x user-controlled).
+    fn create_vm(sys: &Self::System, config: &Self::VmConfig) -> Result<Self::VmFd, Self::Error>;
     /// Wraps `KVM_CHECK_EXTENSION` on a VM fd; 0 means absent.
     fn vm_check_extension(vm: &Self::VmFd, cap: Capability) -> i32;
     /// VM-wide set-up done once after creation.

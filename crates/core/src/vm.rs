@@ -86,7 +86,7 @@ impl<A: Arch> Kvm<A> {
 
     /// Wraps `KVM_CREATE_VM` and the arch's VM-wide set-up.
     pub fn create_vm(&self, config: &A::VmConfig) -> Result<Vm<A>> {
-        let fd = A::create_vm(&self.sys).map_err(Error::arch)?;
+        let fd = A::create_vm(&self.sys, config).map_err(Error::arch)?;
         A::init_vm(&fd, config).map_err(Error::arch)?;
         Ok(Vm {
             kvm: self.clone(),

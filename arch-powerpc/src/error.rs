@@ -1,0 +1,103 @@
+//! Errors of the PowerPC backend; each names the ioctl or step that failed.
+
+use std::io;
+
+/// Errors of the PowerPC backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Opening `/dev/kvm` failed.
+    #[error("cannot open /dev/kvm")]
+    OpenKvm(#[source] io::Error),
+    /// The kernel speaks another KVM API version.
+    #[error("KVM API version {0} is not the supported version 12")]
+    ApiVersion(i32),
+    /// An ioctl failed.
+    #[error("{ioctl} failed")]
+    Ioctl {
+        /// The ioctl, e.g. `KVM_SET_SREGS` or `KVM_ENABLE_CAP(KVM_CAP_PPC_PAPR)`.
+        ioctl: &'static str,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// Mapping a vCPU's `kvm_run` area failed.
+    #[error("cannot map the kvm_run area of vCPU {vcpu} ({len} bytes)")]
+    MapKvmRun {
+        /// The vCPU id.
+        vcpu: u32,
+        /// The mapping length.
+        len: usize,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A buffer for a register was smaller than the register.
+    #[error("register {id:#x} needs {needed} bytes, the buffer has {len}")]
+    OneRegBuffer {
+        /// The ONE_REG id.
+        id: u64,
+        /// The register size.
+        needed: usize,
+        /// The buffer length.
+        len: usize,
+    },
+    /// The VM was created with another type than its configuration asks.
+    #[error("the VM was created as {created} but its configuration asks for {wanted}")]
+    VmTypeMismatch {
+        /// The type `KVM_CREATE_VM` was given.
+        created: &'static str,
+        /// The type the configuration asks for.
+        wanted: &'static str,
+    },
+    /// An RTAS service name does not fit `kvm_rtas_token_args.name`.
+    #[error("RTAS service name {0:?} is longer than 119 bytes or contains NUL")]
+    RtasName(String),
+    /// The interrupt controller configuration is invalid.
+    #[error("invalid interrupt controller configuration: {0}")]
+    IrqchipConfig(String),
+    /// Writing boot data into guest memory failed.
+    #[error("cannot write the {what} at guest address {gpa:#x}")]
+    WriteBootData {
+        /// What was being written, e.g. `device tree`.
+        what: &'static str,
+        /// The guest physical address.
+        gpa: u64,
+        /// The cause.
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
+    /// The device tree configuration cannot be described.
+    #[error("invalid device tree configuration: {0}")]
+    FdtConfig(String),
+    /// Building the device tree failed.
+    #[error("cannot build the pseries device tree")]
+    Fdt(#[source] vm_fdt::Error),
+    /// Loading an ELF kernel failed.
+    #[error("cannot load the ELF kernel")]
+    Elf(#[from] crate::ElfError),
+}
+
+impl Error {
+    pub(crate) fn ioctl(ioctl: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Ioctl { ioctl, source }
+    }
+
+    /// The errno of a failed ioctl, if this is one.
+    ///
+    /// ```
+    /// use kvmkit_arch_powerpc::Error;
+    /// let e = Error::Ioctl { ioctl: "KVM_RUN", source: std::io::Error::from_raw_os_error(4) };
+    /// assert_eq!(e.errno(), Some(4));
+    /// assert_eq!(e.to_string(), "KVM_RUN failed");
+    /// ```
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Ioctl { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,366 @@
+//! The raw `ioctl` and `mmap` calls of this crate, each in its own unsafe
+//! block with the invariants that make it sound.
+//!
+//! The request numbers are PowerPC's ([`crate::ioctls`]). Every wrapper
+//! checks the direction and size encoded in the number against the argument
+//! it is given, so a wrong pairing is an `EINVAL` error, never memory the
+//! kernel may read or write out of bounds. On x86_64 hosts the tests call
+//! these only on non-KVM file descriptors, where the kernel answers `ENOTTY`.
+
+use crate::ioctls::{
+    IOC_NONE, IOC_READ, IOC_WRITE, KVM_GET_ONE_REG, KVM_HAS_DEVICE_ATTR, KVM_SET_DEVICE_ATTR,
+    KVM_SET_ONE_REG, KVM_SET_USER_MEMORY_REGION,
+};
+use crate::uapi::{
+    kvm_create_device, kvm_device_attr, kvm_enable_cap, kvm_guest_debug, kvm_irq_level, kvm_irqfd,
+    kvm_one_reg, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
+};
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+/// UAPI structs the kernel reads or writes whole, and nothing through them:
+/// integers (and file descriptor numbers) only, no pointers, no padding, so
+/// any bytes the kernel writes make a valid value.
+///
+/// # Safety
+///
+/// Implement only for `#[repr(C)]` integer-only structs without padding
+/// whose ioctls do not dereference addresses stored in them.
+pub(crate) unsafe trait Plain: Copy {}
+
+// SAFETY: integers only, no padding (size 392 = 49 u64s); KVM_GET/SET_REGS
+// copy the struct and nothing else.
+unsafe impl Plain for kvm_regs {}
+// SAFETY: integers and integer unions, explicit padding; KVM_GET/SET_SREGS
+// copy the struct and nothing else.
+unsafe impl Plain for kvm_sregs {}
+// SAFETY: integers only; KVM_SET_GUEST_DEBUG copies the struct.
+unsafe impl Plain for kvm_guest_debug {}
+// SAFETY: integers only; the capabilities this crate enables (PAPR,
+// IRQ_XICS, PPC_IRQ_XIVE) take integers and file descriptor numbers in
+// `args`, never addresses.
+unsafe impl Plain for kvm_enable_cap {}
+// SAFETY: two u32; KVM_IRQ_LINE copies the struct.
+unsafe impl Plain for kvm_irq_level {}
+// SAFETY: integers and file descriptor numbers; KVM_IRQFD copies the struct.
+unsafe impl Plain for kvm_irqfd {}
+// SAFETY: three u32; KVM_CREATE_DEVICE reads and writes back the struct.
+unsafe impl Plain for kvm_create_device {}
+// SAFETY: a byte array and a u64; KVM_PPC_RTAS_DEFINE_TOKEN copies the
+// struct (the name is inline, not a pointer).
+unsafe impl Plain for crate::uapi::kvm_rtas_token_args {}
+// SAFETY: a u32; KVM_PPC_ALLOCATE_HTAB reads and writes back the order.
+unsafe impl Plain for u32 {}
+
+fn einval(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what.to_string())
+}
+
+fn dir(req: u32) -> u32 {
+    req >> 29
+}
+
+fn size(req: u32) -> usize {
+    ((req >> 16) & 0x1fff) as usize
+}
+
+fn ret(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Issues `_IO` ioctl `req` with the integer argument `arg` (a capability, a
+/// VM type, a vCPU id…) and returns the kernel's non-negative result.
+pub(crate) fn ioctl_val(fd: BorrowedFd<'_>, req: u32, arg: u64) -> io::Result<libc::c_int> {
+    if dir(req) != IOC_NONE {
+        return Err(einval("not an _IO ioctl"));
+    }
+    let arg = libc::c_ulong::try_from(arg).map_err(|_| einval("argument too large"))?;
+    // SAFETY: `req` is an `_IO` ioctl (checked above): its argument is an
+    // integer the kernel does not dereference, so no memory is shared.
+    ret(unsafe { libc::ioctl(fd.as_raw_fd(), libc::c_ulong::from(req), arg) })
+}
+
+/// Issues `_IOR`/`_IOW`/`_IOWR` ioctl `req` on `arg`, whose size must be the
+/// one encoded in `req`; the kernel reads and/or writes exactly that struct.
+pub(crate) fn ioctl_plain<T: Plain>(
+    fd: BorrowedFd<'_>,
+    req: u32,
+    arg: &mut T,
+) -> io::Result<libc::c_int> {
+    if dir(req) & (IOC_READ | IOC_WRITE) == 0 || size(req) != size_of::<T>() {
+        return Err(einval("ioctl argument does not match its number"));
+    }
+    let p: *mut T = arg;
+    // SAFETY: `p` is a valid, exclusive `T` of exactly the size encoded in
+    // `req` (checked above); `T: Plain` means the kernel accesses only those
+    // bytes and any bytes it writes form a valid `T`.
+    ret(unsafe { libc::ioctl(fd.as_raw_fd(), libc::c_ulong::from(req), p) })
+}
+
+/// Takes ownership of a file descriptor an ioctl just returned.
+pub(crate) fn owned_fd(raw: libc::c_int) -> OwnedFd {
+    // SAFETY: `raw` was just returned by the kernel as a new descriptor
+    // (KVM_CREATE_VM, KVM_CREATE_VCPU, KVM_CREATE_DEVICE) that nothing else
+    // owns or will close.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+/// The size in bytes of ONE_REG register `id` (`KVM_REG_SIZE`).
+pub(crate) fn reg_size(id: u64) -> usize {
+    1usize << ((id & crate::uapi::KVM_REG_SIZE_MASK) >> crate::uapi::KVM_REG_SIZE_SHIFT)
+}
+
+/// Wraps `KVM_GET_ONE_REG`: the kernel writes `reg_size(id)` bytes into `data`.
+pub(crate) fn get_one_reg(fd: BorrowedFd<'_>, id: u64, data: &mut [u8]) -> io::Result<usize> {
+    let len = reg_size(id);
+    if data.len() < len {
+        return Err(einval("register buffer too small"));
+    }
+    let mut reg = kvm_one_reg {
+        id,
+        addr: data.as_mut_ptr() as u64,
+    };
+    let p: *mut kvm_one_reg = &mut reg;
+    // SAFETY: `reg` is a valid kvm_one_reg of the size KVM_GET_ONE_REG
+    // encodes; the kernel writes `reg_size(id)` bytes at `reg.addr`, which
+    // points into `data`, exclusively borrowed and at least that long.
+    ret(unsafe { libc::ioctl(fd.as_raw_fd(), libc::c_ulong::from(KVM_GET_ONE_REG), p) })?;
+    Ok(len)
+}
+
+/// Wraps `KVM_SET_ONE_REG`: the kernel reads `reg_size(id)` bytes of `data`.
+pub(crate) fn set_one_reg(fd: BorrowedFd<'_>, id: u64, data: &[u8]) -> io::Result<usize> {
+    let len = reg_size(id);
+    if data.len() < len {
+        return Err(einval("register buffer too small"));
+    }
+    let reg = kvm_one_reg {
+        id,
+        addr: data.as_ptr() as u64,
+    };
+    let p: *const kvm_one_reg = &reg;
+    // SAFETY: `reg` is a valid kvm_one_reg; the kernel only reads
+    // `reg_size(id)` bytes at `reg.addr`, which points into `data`, borrowed
+    // for the call and at least that long.
+    ret(unsafe { libc::ioctl(fd.as_raw_fd(), libc::c_ulong::from(KVM_SET_ONE_REG), p) })?;
+    Ok(len)
+}
+
+/// A device attribute value: the kernel reads as many bytes as the
+/// attribute has (4 or 8 for every attribute this crate sets) from the start
+/// of an 8-byte buffer holding the value in native byte order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AttrValue {
+    /// A `__u32` attribute.
+    U32(u32),
+    /// A `__u64` attribute.
+    U64(u64),
+}
+
+impl AttrValue {
+    fn buffer(self) -> u64 {
+        let mut b = [0u8; 8];
+        match self {
+            AttrValue::U32(v) => b[..4].copy_from_slice(&v.to_ne_bytes()),
+            AttrValue::U64(v) => b.copy_from_slice(&v.to_ne_bytes()),
+        }
+        u64::from_ne_bytes(b)
+    }
+}
+
+/// Wraps `KVM_SET_DEVICE_ATTR` on a device fd.
+pub(crate) fn set_device_attr(
+    fd: BorrowedFd<'_>,
+    group: u32,
+    attr: u64,
+    value: AttrValue,
+) -> io::Result<()> {
+    let buf = value.buffer();
+    let a = kvm_device_attr {
+        flags: 0,
+        group,
+        attr,
+        addr: std::ptr::from_ref(&buf) as u64,
+    };
+    let p: *const kvm_device_attr = &a;
+    // SAFETY: `a` is a valid kvm_device_attr; the kernel reads the attribute
+    // value, at most 8 bytes for the XICS and XIVE attributes this crate
+    // sets, from `a.addr`, an 8-byte aligned u64 alive for the call.
+    ret(unsafe { libc::ioctl(fd.as_raw_fd(), libc::c_ulong::from(KVM_SET_DEVICE_ATTR), p) })?;
+    Ok(())
+}
+
+/// Wraps `KVM_HAS_DEVICE_ATTR` on a device fd: true when the kernel has it.
+pub(crate) fn has_device_attr(fd: BorrowedFd<'_>, group: u32, attr: u64) -> bool {
+    let a = kvm_device_attr {
+        flags: 0,
+        group,
+        attr,
+        addr: 0,
+    };
+    let p: *const kvm_device_attr = &a;
+    // SAFETY: `a` is a valid kvm_device_attr; KVM_HAS_DEVICE_ATTR only reads
+    // it and never follows `addr` (which is 0).
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::c_ulong::from(KVM_HAS_DEVICE_ATTR), p) };
+    r == 0
+}
+
+/// Wraps `KVM_SET_USER_MEMORY_REGION`.
+///
+/// # Safety
+///
+/// `region.userspace_addr .. + memory_size` must stay mapped for as long as
+/// the slot exists: the guest reads and writes it.
+pub(crate) unsafe fn set_user_memory_region(
+    fd: BorrowedFd<'_>,
+    region: &kvm_userspace_memory_region,
+) -> io::Result<()> {
+    let p: *const kvm_userspace_memory_region = region;
+    // SAFETY: `region` is a valid struct of the encoded size, only read by
+    // the kernel; the host range it names stays mapped (the caller's
+    // contract above).
+    ret(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::c_ulong::from(KVM_SET_USER_MEMORY_REGION),
+            p,
+        )
+    })?;
+    Ok(())
+}
+
+/// A vCPU's shared `kvm_run` mapping, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct RunMap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; it is only
+// accessed through `&mut self` (or atomically by the kick of kvmkit-core).
+unsafe impl Send for RunMap {}
+
+impl RunMap {
+    /// Maps `len` bytes of `fd` at offset 0, shared and read-write (the
+    /// vCPU's `kvm_run` area).
+    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<RunMap> {
+        if len == 0 {
+            return Err(einval("empty kvm_run mapping"));
+        }
+        // SAFETY: a fresh mapping chosen by the kernel (no address hint), so
+        // it aliases no Rust object; `fd` is open for the call.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| einval("mmap returned null"))?;
+        Ok(RunMap { ptr, len })
+    }
+
+    /// The mapping as bytes.
+    pub(crate) fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` is a live read-write mapping of `len` bytes owned by
+        // `self` until drop, and `&mut self` makes this borrow exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for RunMap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly the mapping `new` created, and no
+        // borrow of it outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ioctls::{KVM_CHECK_EXTENSION, KVM_GET_REGS, KVM_GET_SREGS};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn numbers_and_arguments_must_pair() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let mut regs = kvm_regs::default();
+        let e = ioctl_plain(f.as_fd(), KVM_GET_SREGS, &mut regs).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let e = ioctl_val(f.as_fd(), KVM_GET_REGS, 0).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        // Matching pairs reach the kernel, which knows no KVM on /dev/null.
+        let e = ioctl_plain(f.as_fd(), KVM_GET_REGS, &mut regs).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        let e = ioctl_val(f.as_fd(), KVM_CHECK_EXTENSION, 1).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        assert!(!has_device_attr(f.as_fd(), 1, 1));
+        let e = set_device_attr(f.as_fd(), 1, 1, AttrValue::U32(1)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+    }
+
+    #[test]
+    fn one_reg_buffers_are_checked_first() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let id = crate::uapi::KVM_REG_PPC_VSR0;
+        assert_eq!(reg_size(id), 16);
+        assert_eq!(reg_size(crate::uapi::KVM_REG_PPC_DSISR), 4);
+        let mut small = [0u8; 8];
+        let e = get_one_reg(f.as_fd(), id, &mut small).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let e = set_one_reg(f.as_fd(), id, &small).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let mut big = [0u8; 16];
+        let e = get_one_reg(f.as_fd(), id, &mut big).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        let e = set_one_reg(f.as_fd(), id, &big).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+    }
+
+    #[test]
+    fn errors_of_other_kinds_have_no_errno() {
+        assert_eq!(crate::Error::RtasName("x".into()).errno(), None);
+    }
+
+    #[test]
+    fn attr_values_start_the_buffer() {
+        let b = AttrValue::U32(0x1234_5678).buffer().to_ne_bytes();
+        assert_eq!(b[..4], 0x1234_5678u32.to_ne_bytes());
+        assert_eq!(b[4..], [0; 4]);
+        assert_eq!(AttrValue::U64(7).buffer(), 7);
+    }
+
+    #[test]
+    fn run_map_of_a_file() {
+        let path = std::env::temp_dir().join(format!("kvmkit-ppc-runmap-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(4096).unwrap();
+        let mut m = RunMap::new(f.as_fd(), 4096).unwrap();
+        m.bytes()[8] = 19;
+        assert_eq!(m.bytes().len(), 4096);
+        drop(m);
+        assert!(RunMap::new(f.as_fd(), 0).is_err());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert!(RunMap::new(null.as_fd(), 4096).is_err());
+        std::fs::remove_file(&path).unwrap();
+    }
+}
