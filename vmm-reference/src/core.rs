@@ -108,6 +108,8 @@ fn forward<T: Send + 'static>(rx: Receiver<T>, tx: Sender<Msg>, wrap: fn(T) -> M
 }
 
 fn wait_for_end(rx: &Receiver<Msg>, mut live: usize) -> VmmExit {
+    // KVMKIT_DEBUG=1 reports what the guest touched that no device claims.
+    let debug = std::env::var("KVMKIT_DEBUG").is_ok_and(|v| v == "1");
     loop {
         if QUIT_SIGNAL.load(Ordering::SeqCst) {
             return VmmExit::Quit;
@@ -142,6 +144,11 @@ fn wait_for_end(rx: &Receiver<Msg>, mut live: usize) -> VmmExit {
                     }
                     VcpuEvent::Error(e) => return fail(e.to_string()),
                     VcpuEvent::ArchStop { reason } => return fail(reason),
+                    ref e @ (VcpuEvent::UnhandledAccess { .. } | VcpuEvent::UnknownExit { .. })
+                        if debug =>
+                    {
+                        eprintln!("vmm-reference: vCPU {vcpu}: {e:?}");
+                    }
                     VcpuEvent::Halted => {
                         live = live.saturating_sub(1);
                         if live == 0 {

@@ -380,7 +380,20 @@ impl Vmm {
         if self.stdio {
             spawn_input(self.serial.clone(), self.sink.clone(), raw.is_some());
         }
-        let (exit, _vcpus) = run_machine(self.vcpus, self.buses.clone(), self.platform)?;
+        let (exit, vcpus) = run_machine(self.vcpus, self.buses.clone(), self.platform)?;
+        if std::env::var("KVMKIT_DEBUG").is_ok_and(|v| v == "1") {
+            for v in &vcpus {
+                let regs = v.get_regs().ok();
+                let sregs = v.get_sregs().ok();
+                eprintln!(
+                    "vmm-reference: vCPU {} stopped at RIP {:x?}, CR0 {:x?}, EFER {:x?}",
+                    v.id(),
+                    regs.map(|r| r.rip),
+                    sregs.map(|s| s.cr0),
+                    sregs.map(|s| s.efer)
+                );
+            }
+        }
         self.serial
             .lock()
             .unwrap_or_else(|e| e.into_inner())
