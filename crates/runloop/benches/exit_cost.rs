@@ -173,6 +173,31 @@ fn runloop_round(code: &[u8], n: u32) -> Duration {
     t
 }
 
+/// The run loop's own work per exit, without KVM: decode a PIO `kvm_run`
+/// area and dispatch it through the bus to the device, `n` times.
+fn userspace_cost(n: u32) -> f64 {
+    use kvmkit_core::Arch;
+    let counter = Arc::new(Counter::default());
+    let mut pio = PortIoBus::new();
+    pio.register(0x80, 1, counter.clone()).expect("pio");
+    let buses = Buses::<X86_64>::new(MmioBus::new(), pio);
+    let mut run = vec![0u8; 4096 + 64];
+    run[8..12].copy_from_slice(&2u32.to_ne_bytes()); // KVM_EXIT_IO
+    run[32] = 1; // out
+    run[33] = 1; // 1 byte
+    run[34..36].copy_from_slice(&0x80u16.to_ne_bytes());
+    run[36..40].copy_from_slice(&1u32.to_ne_bytes());
+    run[40..48].copy_from_slice(&4096u64.to_ne_bytes());
+    let t0 = Instant::now();
+    for _ in 0..n {
+        let exit = X86_64::decode_exit(std::hint::black_box(&mut run)).expect("decode");
+        std::hint::black_box(kvmkit_runloop::dispatch_exit(exit, &buses));
+    }
+    let t = t0.elapsed();
+    assert_eq!(counter.0.load(Ordering::Relaxed), u64::from(n));
+    t.as_nanos() as f64 / f64::from(n)
+}
+
 fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -200,6 +225,11 @@ fn main() {
         (200, 1)
     };
     println!("exit_cost: {n} exits per round, {rounds} rounds, alternating raw / run loop");
+    let iters = if bench { 1_000_000 } else { 1000 };
+    println!(
+        "userspace decode + bus dispatch, no KVM: {:.1} ns/exit",
+        userspace_cost(iters)
+    );
     for (kind, code) in [("pio", pio_guest(n)), ("mmio", mmio_guest(n))] {
         let (mut raw, mut ours) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
