@@ -15,6 +15,8 @@ const SOURCES: &[&str] = &[
     "bootinfo.c",
     "acpi.c",
     "smp.c",
+    "irq.c",
+    "virtio.c",
     "shell.c",
 ];
 

@@ -5,8 +5,8 @@ use crate::cpuid::vcpu_cpuid;
 use crate::exit::X86Exit;
 use crate::msrs::{boot_msr_entries, saved_msr_indices};
 use crate::{
-    decode_exit, BootSetup, Error, IoDirection, IrqchipMode, PortIoBus, Result, VcpuConfig,
-    VmConfig, X86VcpuState,
+    decode_exit, BootSetup, Error, IoDirection, IrqchipMode, Result, VcpuConfig, VmConfig, X86Io,
+    X86VcpuState,
 };
 use kvm_bindings::{
     kvm_enable_cap, kvm_fpu, kvm_guest_debug, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_sregs,
@@ -16,7 +16,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use kvmkit_core::{
     Arch, ArchExitOutcome, Capability, DecodeError, RunOutcome, UserMemoryRegion, VcpuExit, VcpuId,
 };
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// The x86_64 architecture: the marker type implementing [`Arch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +49,15 @@ impl X86System {
 }
 
 /// A VM fd for x86_64 and how its irqchip was set up.
-#[derive(Debug)]
+///
+/// Clones share the VM (the fd and the irqchip mode): an owned handle for
+/// what must outlive a borrow of the `kvmkit_core::Vm`, such as the
+/// userspace IOAPIC of [`crate::SplitIrqchip`], which sends MSIs and
+/// installs routes from vCPU threads.
+#[derive(Debug, Clone)]
 pub struct X86Vm {
-    fd: VmFd,
-    irqchip: OnceLock<IrqchipMode>,
+    fd: Arc<VmFd>,
+    irqchip: Arc<OnceLock<IrqchipMode>>,
 }
 
 impl X86Vm {
@@ -131,7 +136,7 @@ impl Arch for X86_64 {
     type VcpuConfig = VcpuConfig;
     type BootSetup = BootSetup;
     type ArchExit<'a> = X86Exit<'a>;
-    type ArchIo = PortIoBus;
+    type ArchIo = X86Io;
 
     fn open_system() -> Result<X86System> {
         let kvm = Kvm::new().map_err(Error::OpenKvm)?;
@@ -161,8 +166,8 @@ impl Arch for X86_64 {
     fn create_vm(sys: &X86System, _config: &VmConfig) -> Result<X86Vm> {
         let fd = sys.kvm.create_vm().map_err(Error::ioctl("KVM_CREATE_VM"))?;
         Ok(X86Vm {
-            fd,
-            irqchip: OnceLock::new(),
+            fd: Arc::new(fd),
+            irqchip: Arc::new(OnceLock::new()),
         })
     }
 
@@ -449,7 +454,7 @@ impl Arch for X86_64 {
         decode_exit(run)
     }
 
-    fn handle_arch_exit(io: &PortIoBus, exit: X86Exit<'_>) -> ArchExitOutcome {
+    fn handle_arch_exit(io: &X86Io, exit: X86Exit<'_>) -> ArchExitOutcome {
         match exit {
             X86Exit::Io {
                 direction,
@@ -460,8 +465,8 @@ impl Arch for X86_64 {
                 let mut handled = true;
                 for chunk in data.chunks_mut(usize::from(size)) {
                     handled &= match direction {
-                        IoDirection::In => io.read(port, chunk),
-                        IoDirection::Out => io.write(port, chunk),
+                        IoDirection::In => io.pio().read(port, chunk),
+                        IoDirection::Out => io.pio().write(port, chunk),
                     };
                 }
                 if handled {
@@ -493,6 +498,17 @@ impl Arch for X86_64 {
                     write: true,
                 }
             }
+            X86Exit::IoapicEoi { vector } => match io.eoi_handler() {
+                Some(h) => {
+                    h.end_of_interrupt(vector);
+                    ArchExitOutcome::Handled
+                }
+                None => ArchExitOutcome::Unhandled {
+                    space: "ioapic-eoi",
+                    addr: u64::from(vector),
+                    write: true,
+                },
+            },
             X86Exit::Other { reason } => ArchExitOutcome::Unhandled {
                 space: "exit",
                 addr: u64::from(reason),

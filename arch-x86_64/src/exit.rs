@@ -36,6 +36,7 @@ pub(crate) const FIELDS: &[(&str, usize, usize)] = &[
     ("msr.reason", MSR_REASON, 4),
     ("msr.index", MSR_INDEX, 4),
     ("msr.data", MSR_DATA, 8),
+    ("eoi.vector", EOI_VECTOR, 1),
 ];
 
 const IO_DIRECTION: usize = UNION;
@@ -59,6 +60,7 @@ const MSR_ERROR: usize = UNION;
 const MSR_REASON: usize = UNION + 8;
 const MSR_INDEX: usize = UNION + 12;
 const MSR_DATA: usize = UNION + 16;
+const EOI_VECTOR: usize = UNION;
 /// Size of the exit union.
 const UNION_SIZE: usize = 256;
 
@@ -154,7 +156,13 @@ pub enum X86Exit<'a> {
         /// Non-zero injects #GP.
         error: &'a mut u8,
     },
-    /// Another x86-only exit (TPR access, NMI, IOAPIC EOI, exception, …).
+    /// The guest EOIed a level-triggered interrupt of the userspace IOAPIC
+    /// (`KVM_EXIT_IOAPIC_EOI`, split irqchip only).
+    IoapicEoi {
+        /// The vector (`kvm_run.eoi.vector`).
+        vector: u8,
+    },
+    /// Another x86-only exit (TPR access, NMI, exception, …).
     Other {
         /// The raw `exit_reason`.
         reason: u32,
@@ -289,11 +297,13 @@ pub fn decode_exit(run: &mut [u8]) -> Result<VcpuExit<'_, X86_64>, DecodeError> 
                 error: &mut run[MSR_ERROR],
             })
         }
+        KVM_EXIT_IOAPIC_EOI => VcpuExit::Arch(X86Exit::IoapicEoi {
+            vector: run[EOI_VECTOR],
+        }),
         KVM_EXIT_EXCEPTION
         | KVM_EXIT_HYPERCALL
         | KVM_EXIT_TPR_ACCESS
         | KVM_EXIT_NMI
-        | KVM_EXIT_IOAPIC_EOI
         | KVM_EXIT_DIRTY_RING_FULL
         | KVM_EXIT_X86_BUS_LOCK
         | KVM_EXIT_NOTIFY => VcpuExit::Arch(X86Exit::Other { reason }),
@@ -535,6 +545,12 @@ mod tests {
         assert!(matches!(
             decode_exit(&mut run).unwrap(),
             VcpuExit::Arch(X86Exit::Other { reason: 16 })
+        ));
+        let mut run = area(KVM_EXIT_IOAPIC_EOI);
+        run[UNION] = 0x41;
+        assert!(matches!(
+            decode_exit(&mut run).unwrap(),
+            VcpuExit::Arch(X86Exit::IoapicEoi { vector: 0x41 })
         ));
         let mut run = area(999);
         assert!(matches!(

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod arch;
+mod arch_io;
 mod boot;
 mod config;
 mod cpuid;
@@ -8,15 +9,18 @@ mod debug;
 mod error;
 mod exit;
 mod facts;
+mod ioapic;
 mod irq;
 mod msrs;
 mod pio;
 mod platform;
 mod routing;
+mod split;
 mod state;
 mod sys;
 
 pub use arch::{X86System, X86Vcpu, X86Vm, X86_64};
+pub use arch_io::{EoiHandler, X86Io};
 pub use boot::{BootSetup, GdtLayout, BOOT_GDT_ADDR, BOOT_PAGE_TABLES_ADDR, BOOT_PAGE_TABLES_SIZE};
 pub use config::{IrqchipMode, VcpuConfig, VmConfig};
 pub use cpuid::{filter_cpuid, CpuidPolicy};
@@ -24,6 +28,7 @@ pub use debug::GuestDebugBuilder;
 pub use error::{Error, Result};
 pub use exit::{decode_exit, IoDirection, X86Exit, EXIT_REASONS};
 pub use facts::uapi_facts;
+pub use ioapic::{Ioapic, RedirectionEntry, IOAPIC_MAX_PINS, IOAPIC_VERSION, MSI_ADDRESS_BASE};
 pub use msrs::{boot_msr_entries, msr_one_reg_id};
 pub use pio::PortIoBus;
 pub use platform::{
@@ -35,7 +40,8 @@ pub use platform::{
     PCI_HOLE_SIZE, PCI_HOLE_START, PM1_CNT_SLP_EN, PM1_CNT_SLP_TYP_SHIFT, PVH_INFO_ADDR,
     PVH_INFO_END, PVH_MEMMAP_ADDR, ZERO_PAGE_ADDR,
 };
-pub use routing::{pc_gsi_routes, IOAPIC_PINS};
+pub use routing::{pc_gsi_routes, pc_routing_table, IOAPIC_PINS};
+pub use split::SplitIrqchip;
 pub use state::X86VcpuState;
 pub use sys::{ioctl_numbers, KVM_GET_ONE_REG, KVM_RUN, KVM_SET_ONE_REG};
 

@@ -8,6 +8,10 @@
 #include "guest.h"
 
 struct acpi_info acpi;
+struct ioapic ioapics[MAX_IOAPICS];
+u32 nr_ioapics;
+struct iso isos[MAX_ISOS];
+u32 nr_isos;
 struct cpu cpus[MAX_CPUS];
 u32 cpus_listed;
 volatile u32 cpus_online;
@@ -125,6 +129,27 @@ static void add_cpu(u32 apic_id)
 	cpus_listed++;
 }
 
+static void add_ioapic(u8 id, u64 addr, u32 gsi_base)
+{
+	if (nr_ioapics >= MAX_IOAPICS || !phys_ok(addr, 0x20))
+		return;
+	ioapics[nr_ioapics].id = id;
+	ioapics[nr_ioapics].addr = addr;
+	ioapics[nr_ioapics].gsi_base = gsi_base;
+	ioapics[nr_ioapics].pins = 0;
+	nr_ioapics++;
+}
+
+static void add_iso(u8 irq, u32 gsi, u16 flags)
+{
+	if (nr_isos >= MAX_ISOS || irq >= 16)
+		return;
+	isos[nr_isos].irq = irq;
+	isos[nr_isos].gsi = gsi;
+	isos[nr_isos].flags = flags;
+	nr_isos++;
+}
+
 static void parse_madt(u64 t, u32 len)
 {
 	u64 p = t + 44, end = t + len;
@@ -138,6 +163,11 @@ static void parse_madt(u64 t, u32 len)
 		} else if (type == 9 && elen >= 16) {    /* Processor Local x2APIC */
 			if (rd32(p + 8) & 1)
 				add_cpu(rd32(p + 4));
+		} else if (type == 1 && elen >= 12) {    /* I/O APIC */
+			add_ioapic(rd8(p + 2), rd32(p + 4), rd32(p + 8));
+		} else if (type == 2 && elen >= 10) {    /* Interrupt Source Override */
+			if (rd8(p + 2) == 0)             /* bus 0 = ISA */
+				add_iso(rd8(p + 3), rd32(p + 4), rd16(p + 8));
 		}
 		p += elen;
 	}
@@ -182,6 +212,48 @@ static void parse_s5(u64 dsdt)
 	}
 }
 
+/*
+ * virtio-mmio transports in the DSDT: Device (...) { Name (_HID,
+ * "LNRO0005") ... Name (_CRS, ResourceTemplate () { Memory32Fixed (...)
+ * Interrupt (...) { GSI } }) }.  No AML interpreter: after each "LNRO0005"
+ * string, look (within 256 bytes, before the next one) for a
+ * Memory32Fixed descriptor (0x86, length 9) and then an Extended Interrupt
+ * descriptor (0x89).
+ */
+#define LNRO_SCAN 256
+
+static void scan_virtio_mmio(u64 dsdt)
+{
+	u32 len = sdt_len(dsdt);
+	if (!len)
+		return;
+	u64 end = dsdt + len;
+	for (u64 p = dsdt + 36; p + 9 <= end; p++) {
+		if (rd8(p) != 'L' || !sig_is(p, "LNRO0005", 9))
+			continue;
+		u64 base = 0, size = 0;
+		u64 q = p + 9, lim = q + LNRO_SCAN < end ? q + LNRO_SCAN : end;
+		for (; q + 10 <= lim; q++) {
+			if (rd8(q) == 'L' && sig_is(q, "LNRO0005", 8))
+				break;
+			if (!base && rd8(q) == 0x86 && rd8(q + 1) == 9 && rd8(q + 2) == 0) {
+				base = rd32(q + 4);
+				size = rd32(q + 8);
+				q += 11;
+				continue;
+			}
+			if (base && rd8(q) == 0x89 && rd16(q + 1) >= 6 && rd8(q + 4) >= 1) {
+				u8 f = rd8(q + 3);
+				/* bit 1: edge, bit 2: active low -> MPS INTI flags */
+				u16 flags = (u16)(((f & 4) ? 3 : 1) | ((f & 2) ? (1 << 2) : (3 << 2)));
+				virtio_add_acpi(base, size, rd32(q + 5), flags);
+				break;
+			}
+		}
+		p = q - 1;
+	}
+}
+
 static void read_gas(u64 a, struct gas *g)
 {
 	g->space = rd8(a);
@@ -214,6 +286,7 @@ static void parse_fadt(u64 t, u32 len)
 		dsdt = rd64(t + 140);                   /* X_DSDT */
 	acpi.dsdt = dsdt;
 	parse_s5(dsdt);
+	scan_virtio_mmio(dsdt);
 }
 
 static int parse_acpi(u64 rsdp)
@@ -263,6 +336,7 @@ static void parse_mptable(u64 fp)
 	/* Walk by the base table length, like Linux: some firmware (qboot)
 	 * leaves the entry count at 0. */
 	u64 p = ct + 44, end = ct + len;
+	u32 isa_buses = 0, any_bus = 0;          /* bitmap of bus ids 0-31 */
 	for (u32 i = 0; i < MADT_MAX_ENTRIES && p < end; i++) {
 		u8 type = rd8(p);
 		if (type == 0) {                         /* processor, 20 bytes */
@@ -271,6 +345,32 @@ static void parse_mptable(u64 fp)
 			if (rd8(p + 3) & 1)              /* CPU_EN */
 				add_cpu(rd8(p + 1));
 			p += 20;
+		} else if (type <= 4 && p + 8 > end) {
+			break;
+		} else if (type == 1) {                  /* bus */
+			any_bus = 1;
+			if (rd8(p + 1) < 32 && sig_is(p + 2, "ISA", 3))
+				isa_buses |= 1u << rd8(p + 1);
+			p += 8;
+		} else if (type == 2) {                  /* I/O APIC */
+			if (rd8(p + 3) & 1) {
+				/* GSIs are numbered across the I/O APICs in table order */
+				u32 gsi = nr_ioapics ? ioapics[nr_ioapics - 1].gsi_base + 24 : 0;
+				add_ioapic(rd8(p + 1), rd32(p + 4), gsi);
+			}
+			p += 8;
+		} else if (type == 3) {                  /* I/O interrupt assignment */
+			u8 bus = rd8(p + 4), irq = rd8(p + 5), dst = rd8(p + 6), pin = rd8(p + 7);
+			u16 flags = rd16(p + 2);
+			int isa = !any_bus || (bus < 32 && (isa_buses & (1u << bus)));
+			if (rd8(p + 1) == 0 && isa && (irq != pin || flags)) {
+				u32 base = 0;
+				for (u32 k = 0; k < nr_ioapics; k++)
+					if (ioapics[k].id == dst)
+						base = ioapics[k].gsi_base;
+				add_iso(irq, base + pin, flags);
+			}
+			p += 8;
 		} else if (type <= 4) {
 			p += 8;
 		} else {

@@ -215,7 +215,10 @@ ap_entry64:
  * Exception / interrupt stubs: 256 stubs, 16 bytes apart, starting at
  * isr_stubs.  Each pushes a dummy error code if the CPU does not push
  * one, then the vector, and jumps to isr_common which saves the GPRs and
- * calls exception_handler(frame).  The handler does not return.
+ * calls interrupt_entry(frame) (irq.c).  Exceptions (vectors 0-31) do not
+ * return from it; device interrupts do, and isr_common restores the GPRs
+ * and returns with iretq.  Interrupts only arrive while the BSP waits in
+ * sti; hlt, on the interrupted (BSP) stack; the kernel has no red zone.
  */
 	.text
 	.balign 16
@@ -250,11 +253,27 @@ isr_common:
 	pushq %r14
 	pushq %r15
 	movq %rsp, %rdi
+	movq %rsp, %rbx			/* callee-saved: the frame */
 	andq $-16, %rsp
-	call exception_handler
-1:	cli
-	hlt
-	jmp 1b
+	call interrupt_entry		/* exceptions do not return */
+	movq %rbx, %rsp
+	popq %r15
+	popq %r14
+	popq %r13
+	popq %r12
+	popq %r11
+	popq %r10
+	popq %r9
+	popq %r8
+	popq %rbp
+	popq %rdi
+	popq %rsi
+	popq %rdx
+	popq %rcx
+	popq %rbx
+	popq %rax
+	addq $16, %rsp			/* vector, error code */
+	iretq
 
 /* ------------------------------------------------------------------ */
 /*
@@ -357,5 +376,13 @@ bsp_stack_top:
 	.globl ap_stacks
 ap_stacks:
 	.skip (MAX_CPUS - 1) * AP_STACK_SIZE
+
+/* virtio-mmio queues and buffers (layout.h); link.ld places it at
+ * VIRTIO_AREA_ADDR. */
+	.section .virtio_area, "aw", @nobits
+	.balign 4096
+	.globl virtio_area
+virtio_area:
+	.skip VIRTIO_MAX_DEVS * VIRTIO_SLOT_SIZE
 
 	.section .note.GNU-stack, "", @progbits

@@ -2,7 +2,8 @@
 /*
  * kvmkit test guest: shared declarations.
  *
- * Freestanding x86_64 code: no libc, no FPU/SSE, interrupts always off.
+ * Freestanding x86_64 code: no libc, no FPU/SSE.  Interrupts are off except
+ * while the BSP waits in sti; hlt (irq_wait, the shell's idle loop).
  * Every loop over data that came from the host is bounded.
  */
 #ifndef KVMKIT_TEST_GUEST_H
@@ -76,6 +77,24 @@ struct acpi_info {
 };
 
 extern struct acpi_info acpi;
+
+#define MAX_IOAPICS 4
+#define MAX_ISOS 16
+struct ioapic {
+	u64 addr;
+	u32 gsi_base;
+	u32 pins;      /* filled in by irq_init from the version register */
+	u8 id;
+};
+struct iso {           /* MADT Interrupt Source Override (or MP table) */
+	u8 irq;        /* ISA IRQ */
+	u16 flags;     /* MPS INTI flags */
+	u32 gsi;
+};
+extern struct ioapic ioapics[MAX_IOAPICS];
+extern u32 nr_ioapics;
+extern struct iso isos[MAX_ISOS];
+extern u32 nr_isos;
 
 /* The CPUs listed by the firmware tables; index 0 is always the BSP. */
 struct cpu {
@@ -172,6 +191,8 @@ void delay(u32 loops);
 void serial_init(void);
 void serial_write(const char *s, size_t n);
 int serial_getc(void);  /* -1 if nothing is waiting */
+void serial_enable_rx_irq(void);   /* IER = receive data available */
+void serial_irq(void *arg);        /* drains the receiver into a ring */
 
 extern volatile u32 print_lock;
 /* printf subset: %s %c %d %u %x %p, '0' flag, width, 'l'/'ll' */
@@ -180,8 +201,40 @@ void kprintf_nolock(const char *fmt, ...);
 int parse_u64(const char *s, int base, u64 *out);
 
 /* ---- idt.c ---- */
+struct trap_frame {
+	u64 r15, r14, r13, r12, r11, r10, r9, r8;
+	u64 rbp, rdi, rsi, rdx, rcx, rbx, rax;
+	u64 vector, error;
+	u64 rip, cs, rflags, rsp, ss;
+};
+
 void idt_init(void);
 void idt_load(void);
+__attribute__((noreturn)) void exception_handler(struct trap_frame *f);
+
+/* ---- irq.c: IOAPIC, local APIC timer and EOI, interrupt waits ---- */
+#define VEC_COM1 0x24
+#define VEC_VIRTIO_BASE 0x40       /* + virtio device index */
+#define VEC_TIMER 0xf0
+#define VEC_SPURIOUS 0xff
+#define IRQ_TICK_MS 10             /* nominal local APIC timer period */
+
+extern int irq_enabled;            /* 1 once the timer was seen to interrupt */
+extern volatile u32 timer_ticks, com1_irqs, other_irqs, spurious_irqs;
+void interrupt_entry(struct trap_frame *f);
+void irq_init(void);
+void irq_set_handler(u32 vector, void (*fn)(void *), void *arg);
+/* Route ISA IRQ / GSI `irq` to `vector` on the BSP.  is_gsi: `irq` is
+ * already a GSI (else an ISA IRQ, mapped through the MADT overrides).
+ * flags: MPS INTI flags (polarity bits 1:0, trigger bits 3:2, 0 = bus
+ * default: edge, active high).  Returns the GSI, or -1. */
+int irq_route(u32 irq, int is_gsi, u16 flags, u32 vector);
+/* Waits (interrupts on, hlt) until cond(arg) is true or max_ticks timer
+ * ticks have passed.  Returns 1 if the condition became true. */
+int irq_wait(int (*cond)(void *), void *arg, u32 max_ticks);
+/* One sti; hlt; cli if interrupts work, else a short pause loop. */
+void irq_idle(void);
+const char *cmdline_find(const char *param);   /* value after param, or 0 */
 
 /* ---- bootinfo.c ---- */
 void bootinfo_collect(u32 kind, u64 info);
@@ -197,6 +250,19 @@ void acpi_reset(void);
 /* ---- smp.c ---- */
 u32 this_apic_id(void);
 void smp_boot(void);
+void lapic_reg_write(u32 reg, u32 v);
+u32 lapic_reg_read(u32 reg);
+int lapic_is_x2apic(void);
+u64 lapic_base(void);
+
+/* ---- virtio.c ---- */
+/* A transport found in the DSDT (LNRO0005): base, size, GSI, INTI flags. */
+void virtio_add_acpi(u64 base, u64 size, u32 gsi, u16 flags);
+void virtio_init(void);
+void virtio_list(void);
+void cmd_blk(char *args);
+void cmd_net(char *args);
+void cmd_irqs(void);
 
 /* ---- shell.c ---- */
 void shell_run_line(char *line);

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause */
 /*
- * kvmkit test guest: IDT.  Every vector prints what happened on COM1 and
- * halts the CPU, so a fault shows up as a line of text instead of a triple
- * fault.  Interrupts stay disabled, so only exceptions and NMIs arrive.
+ * kvmkit test guest: IDT.  Every exception vector (0-31) prints what
+ * happened on COM1 and halts the CPU, so a fault shows up as a line of text
+ * instead of a triple fault.  Vectors 32-255 are device interrupts, handled
+ * by interrupt_entry() in irq.c (interrupts are only enabled while the BSP
+ * waits in sti; hlt).
  */
 #include "guest.h"
 
@@ -15,13 +17,6 @@ struct idt_gate {
 	u32 off_hi;
 	u32 zero;
 } __attribute__((packed));
-
-struct trap_frame {
-	u64 r15, r14, r13, r12, r11, r10, r9, r8;
-	u64 rbp, rdi, rsi, rdx, rcx, rbx, rax;
-	u64 vector, error;
-	u64 rip, cs, rflags, rsp, ss;
-};
 
 extern char isr_stubs[];
 
@@ -59,8 +54,6 @@ void idt_load(void)
 }
 
 static volatile u32 faults;
-
-__attribute__((noreturn)) void exception_handler(struct trap_frame *f);
 
 void exception_handler(struct trap_frame *f)
 {

@@ -28,6 +28,22 @@
 #define DIRTY_BUFFER_ADDR 0x1000000
 #define DIRTY_DEFAULT_PAGES 256
 
+/*
+ * virtio-mmio queues and buffers: one 32 KiB slot per device (at most
+ * VIRTIO_MAX_DEVS), at a fixed address at the end of the image (a NOLOAD
+ * section: not zeroed at boot, each slot is cleared when its device is
+ * set up).  Inside a slot: queue 0 at +0x0000 and queue 1 at +0x1000
+ * (descriptor table +0x000, available ring +0x100, used ring +0x200;
+ * at most VIRTIO_QUEUE_SIZE entries), the request page at +0x2000
+ * (virtio-blk: header +0x000, status byte +0x010, data +0x200;
+ * virtio-net: the transmit buffer), virtio-net receive buffers at
+ * +0x4000 (8 x 2 KiB).
+ */
+#define VIRTIO_AREA_ADDR 0x1c0000
+#define VIRTIO_SLOT_SIZE 0x8000
+#define VIRTIO_MAX_DEVS 8
+#define VIRTIO_QUEUE_SIZE 16
+
 /* Our own page tables identity map [0, 4 GiB) with 2 MiB pages. */
 #define IDENTITY_MAP_END 0x100000000ULL
 

@@ -104,7 +104,7 @@ void delay(u32 loops)
 		cpu_relax();
 }
 
-/* ---- COM1, 8250/16550, polled ---- */
+/* ---- COM1, 8250/16550: polled output, polled or interrupt-driven input ---- */
 #define COM1 0x3f8
 #define UART_RBR 0
 #define UART_THR 0
@@ -123,6 +123,12 @@ void delay(u32 loops)
 /* Bytes that were already waiting before serial_init (see there). */
 static u8 early_rx[UART_FIFO_SIZE];
 static u32 early_rx_len, early_rx_pos;
+
+/* Bytes taken by the receive interrupt handler (BSP only, and only ever
+ * touched with interrupts off or from the handler itself). */
+#define RX_RING 256
+static u8 rx_ring[RX_RING];
+static volatile u32 rx_head, rx_tail;
 
 void serial_init(void)
 {
@@ -167,10 +173,37 @@ void serial_write(const char *s, size_t n)
 	}
 }
 
+void serial_enable_rx_irq(void)
+{
+	outb(COM1 + UART_MCR, 0x0b);   /* DTR | RTS | OUT2 (the IRQ gate on PCs) */
+	outb(COM1 + UART_IER, 0x01);   /* received data available */
+}
+
+void serial_irq(void *arg)
+{
+	(void)arg;
+	com1_irqs++;
+	for (u32 i = 0; i < UART_FIFO_SIZE; i++) {
+		u8 lsr = inb(COM1 + UART_LSR);
+		if (lsr == 0xff || !(lsr & LSR_DR))
+			break;
+		u8 c = inb(COM1 + UART_RBR);
+		if (rx_head - rx_tail < RX_RING) {
+			rx_ring[rx_head % RX_RING] = c;
+			rx_head++;
+		}
+	}
+}
+
 int serial_getc(void)
 {
 	if (early_rx_pos < early_rx_len)
 		return early_rx[early_rx_pos++];
+	if (rx_tail != rx_head) {
+		u8 c = rx_ring[rx_tail % RX_RING];
+		rx_tail++;
+		return c;
+	}
 	u8 lsr = inb(COM1 + UART_LSR);
 	if (lsr == 0xff || !(lsr & LSR_DR))
 		return -1;

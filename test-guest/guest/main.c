@@ -28,6 +28,8 @@ void kmain(u32 kind, u64 info)
 	mb[3] = 0;
 
 	smp_boot();
+	irq_init();
+	virtio_init();
 
 	*(volatile u64 *)(u64)MAILBOX_CPUS = cpus_online;
 	*(volatile u64 *)(u64)MAILBOX_MAGIC = MAILBOX_MAGIC_VALUE;

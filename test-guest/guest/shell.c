@@ -42,6 +42,15 @@ static void cmd_help(void)
 	kprintf("poweroff          ACPI S5, then i8042 reset, then halt\n");
 	kprintf("reboot            i8042 reset\n");
 	kprintf("fault             execute ud2 (tests the exception handler)\n");
+	kprintf("virtio            list the virtio-mmio devices\n");
+	kprintf("blk read SECTOR   read a 512-byte sector, print its first 64 bytes\n");
+	kprintf("blk write SECTOR TEXT  write TEXT, zero-padded to 512 bytes\n");
+	kprintf("blk id            print the disk's id string (GET_ID)\n");
+	kprintf("blk flush         flush the disk's write cache\n");
+	kprintf("net mac           print the virtio-net MAC address\n");
+	kprintf("net send TEXT     broadcast an Ethernet frame (type 0x88b5) with TEXT\n");
+	kprintf("net recv [MS]     wait up to MS ms (default 3000) for a frame\n");
+	kprintf("irqs              print the interrupt counts\n");
 }
 
 static void cmd_cpus(void)
@@ -220,6 +229,14 @@ void shell_run_line(char *line)
 		do_reboot();
 	} else if (!strcmp(cmd, "fault")) {
 		__asm__ volatile("ud2");
+	} else if (!strcmp(cmd, "virtio")) {
+		virtio_list();
+	} else if (!strcmp(cmd, "blk")) {
+		cmd_blk(rest);
+	} else if (!strcmp(cmd, "net")) {
+		cmd_net(rest);
+	} else if (!strcmp(cmd, "irqs")) {
+		cmd_irqs();
 	} else {
 		kprintf("unknown command: %s\n", cmd);
 	}
@@ -234,13 +251,7 @@ void shell_run_line(char *line)
 void shell_autorun(void)
 {
 	static char buf[MAX_CMDLINE];
-	const char *cl = bootinfo.cmdline;
-	const char *v = 0;
-	size_t plen = strlen(AUTORUN_PARAM);
-	for (u32 i = 0; cl[i]; i++) {
-		if ((i == 0 || cl[i - 1] == ' ') && !strncmp(cl + i, AUTORUN_PARAM, plen))
-			v = cl + i + plen;   /* the last one wins */
-	}
+	const char *v = cmdline_find(AUTORUN_PARAM);   /* the last one wins */
 	if (!v)
 		return;
 	u32 n = 0;
@@ -278,7 +289,7 @@ static u32 read_line(char *line)
 	for (;;) {
 		int c = serial_getc();
 		if (c < 0) {
-			cpu_relax();
+			irq_idle();   /* sti; hlt until COM1 or the timer interrupts */
 			continue;
 		}
 		if (c == '\n' && last_cr) {

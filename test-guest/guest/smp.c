@@ -65,6 +65,33 @@ static u32 lapic_read(u32 reg)
 	return mmio_read32(lapic + reg);
 }
 
+/* Local APIC register access for irq.c: xAPIC MMIO or the x2APIC MSR
+ * 0x800 + reg / 16.  Valid after smp_boot() (apic_enable). */
+void lapic_reg_write(u32 reg, u32 v)
+{
+	if (x2apic)
+		wrmsr(0x800 + (reg >> 4), v);
+	else
+		lapic_write(reg, v);
+}
+
+u32 lapic_reg_read(u32 reg)
+{
+	if (x2apic)
+		return (u32)rdmsr(0x800 + (reg >> 4));
+	return lapic_read(reg);
+}
+
+int lapic_is_x2apic(void)
+{
+	return x2apic;
+}
+
+u64 lapic_base(void)
+{
+	return lapic;
+}
+
 static void send_ipi(u32 apic_id, u32 icr)
 {
 	if (x2apic) {

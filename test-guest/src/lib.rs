@@ -93,6 +93,63 @@ pub const MAX_CPUS: usize = 64;
 /// The I/O port of the UART the guest uses (COM1).
 pub const COM1_PORT: u16 = 0x3f8;
 
+/// The command-line parameter that keeps the guest fully polled (no
+/// interrupts are enabled, no `hlt` waits), as before issue #4.
+pub const NOIRQ_PARAM: &str = "kvmkit.noirq";
+
+/// The interrupt vectors the guest programs (IOAPIC redirection entries
+/// and the local APIC timer): COM1's receive interrupt.
+pub const VECTOR_COM1: u8 = 0x24;
+
+/// The vector of the first virtio-mmio device (device `i` gets
+/// `VECTOR_VIRTIO_BASE + i`, in the order the `virtio` command lists them).
+pub const VECTOR_VIRTIO_BASE: u8 = 0x40;
+
+/// The local APIC timer vector (periodic, nominally every
+/// [`TIMER_TICK_MS`] ms; it bounds every `sti; hlt` wait).
+pub const VECTOR_TIMER: u8 = 0xf0;
+
+/// The nominal local APIC timer period: count 625000 at divide-by-16 with
+/// the 1 GHz APIC clock of KVM and QEMU.
+pub const TIMER_TICK_MS: u64 = 10;
+
+/// The ethertype of the frames `net send` broadcasts (IEEE 802 local
+/// experimental ethertype 1).
+pub const VIRTIO_NET_ETHERTYPE: u16 = 0x88b5;
+
+/// Guest-physical address of the virtio queues and buffers: one
+/// [`VIRTIO_SLOT_SIZE`] slot per device, at most [`VIRTIO_MAX_DEVS`]
+/// (see the README for the layout inside a slot).
+pub const VIRTIO_AREA_ADDR: u64 = 0x1c_0000;
+
+/// Size of one device's slot in the virtio area.
+pub const VIRTIO_SLOT_SIZE: u64 = 0x8000;
+
+/// The most virtio-mmio devices the guest drives.
+pub const VIRTIO_MAX_DEVS: usize = 8;
+
+/// The largest virtqueue the guest sets up (it uses
+/// `min(QueueNumMax, VIRTIO_QUEUE_SIZE)`, rounded down to a power of two).
+pub const VIRTIO_QUEUE_SIZE: u16 = 16;
+
+/// Builds a `virtio_mmio.device=` command-line entry, as Linux reads it:
+/// size, base address and interrupt (ISA IRQ or GSI).
+///
+/// ```
+/// assert_eq!(
+///     kvmkit_test_guest::virtio_mmio_param(0x1000, 0xd000_0000, 5),
+///     "virtio_mmio.device=4K@0xd0000000:5"
+/// );
+/// ```
+pub fn virtio_mmio_param(size: u64, base: u64, irq: u32) -> String {
+    let size = if size % 1024 == 0 && size > 0 {
+        format!("{}K", size / 1024)
+    } else {
+        format!("{size:#x}")
+    };
+    format!("virtio_mmio.device={size}@{base:#x}:{irq}")
+}
+
 /// Writes [`TEST_GUEST_ELF`] to `path` (e.g. to hand it to QEMU).
 ///
 /// ```no_run
@@ -318,6 +375,29 @@ mod tests {
         assert_eq!(define("DIRTY_BUFFER_ADDR"), DIRTY_BUFFER_ADDR);
         assert_eq!(define("DIRTY_DEFAULT_PAGES"), DIRTY_DEFAULT_PAGES);
         assert_eq!(define("MAX_CPUS"), MAX_CPUS as u64);
+        assert_eq!(define("VIRTIO_AREA_ADDR"), VIRTIO_AREA_ADDR);
+        assert_eq!(define("VIRTIO_SLOT_SIZE"), VIRTIO_SLOT_SIZE);
+        assert_eq!(define("VIRTIO_MAX_DEVS"), VIRTIO_MAX_DEVS as u64);
+        assert_eq!(define("VIRTIO_QUEUE_SIZE"), u64::from(VIRTIO_QUEUE_SIZE));
+    }
+
+    /// guest.h's vectors and virtio.c's ethertype match the constants.
+    #[test]
+    fn vectors_and_ethertype_match() {
+        let h = include_str!("../guest/guest.h");
+        let v = include_str!("../guest/virtio.c");
+        let irq = include_str!("../guest/irq.c");
+        assert!(h.contains(&format!("#define VEC_COM1 {VECTOR_COM1:#x}")));
+        assert!(h.contains(&format!("#define VEC_VIRTIO_BASE {VECTOR_VIRTIO_BASE:#x}")));
+        assert!(h.contains(&format!("#define VEC_TIMER {VECTOR_TIMER:#x}")));
+        assert!(h.contains(&format!("#define IRQ_TICK_MS {TIMER_TICK_MS}")));
+        assert!(v.contains(&format!("#define NET_ETHERTYPE {VIRTIO_NET_ETHERTYPE:#x}")));
+        assert!(irq.contains(&format!("\"{NOIRQ_PARAM}\"")));
+        // The image (stacks included) ends before the virtio area, which
+        // ends by 2 MiB.
+        let ld = include_str!("../guest/link.ld");
+        assert!(ld.contains(&format!(".virtio_area {VIRTIO_AREA_ADDR:#x} (NOLOAD)")));
+        assert!(VIRTIO_AREA_ADDR + VIRTIO_SLOT_SIZE * VIRTIO_MAX_DEVS as u64 <= 2 * MIB);
     }
 
     /// No FPU/SSE/AVX/XSAVE/cmpxchg16b anywhere (the guest may run in
@@ -380,6 +460,18 @@ mod tests {
         assert!(
             text.contains("<pvh_start32>:"),
             "objdump output looks wrong"
+        );
+    }
+
+    #[test]
+    fn virtio_mmio_param_formats() {
+        assert_eq!(
+            virtio_mmio_param(512, 0xfeb0_0e00, 12),
+            "virtio_mmio.device=0x200@0xfeb00e00:12"
+        );
+        assert_eq!(
+            virtio_mmio_param(0x1000, 0xd000_0000, 5),
+            "virtio_mmio.device=4K@0xd0000000:5"
         );
     }
 

@@ -69,7 +69,7 @@ fn kvm_two_vcpus_on_pc_layout_with_devices() {
     pio.register(0x80, 2, rec.clone()).unwrap();
     let mut mmio = MmioBus::new();
     mmio.register(0xa_0000, 0x2_0000, rec).unwrap();
-    let buses = Arc::new(Buses::<X86_64>::new(mmio, pio));
+    let buses = Arc::new(Buses::<X86_64>::new(mmio, pio.into()));
 
     let cfg = VcpuConfig {
         cpuid: Some(CpuidPolicy {

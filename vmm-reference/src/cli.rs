@@ -1,6 +1,9 @@
 //! The command line of `vmm-reference`.
 
-use crate::{KernelSource, SerialConfig, VmmConfig, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB};
+use crate::{
+    DiskConfig, IrqchipChoice, KernelSource, NetConfig, SerialConfig, VmmConfig, DEFAULT_CMDLINE,
+    DEFAULT_MEMORY_MIB,
+};
 use clap::Parser;
 use std::path::PathBuf;
 
@@ -39,6 +42,22 @@ pub struct Cli {
     /// `file=PATH` (output only) or `none`.
     #[arg(long, value_name = "BACKEND", default_value = "stdio")]
     pub serial: SerialConfig,
+
+    /// A virtio-blk disk on a raw image file: `path=FILE[,readonly=on]`.
+    /// Repeatable; devices appear in the ACPI DSDT and as
+    /// `virtio_mmio.device=` command-line entries.
+    #[arg(long, value_name = "path=FILE[,readonly=on]")]
+    pub disk: Vec<DiskConfig>,
+
+    /// A virtio-net interface on a tap device: `tap=NAME[,mac=MAC]`.
+    /// Repeatable; the tap is created if missing (needs CAP_NET_ADMIN).
+    #[arg(long, value_name = "tap=NAME[,mac=MAC]")]
+    pub net: Vec<NetConfig>,
+
+    /// Interrupt controller: `kernel` (PIC, IOAPIC and LAPICs in KVM) or
+    /// `split` (LAPICs in KVM, the IOAPIC emulated by this VMM).
+    #[arg(long, value_name = "kernel|split", default_value = "kernel")]
+    pub irqchip: IrqchipChoice,
 }
 
 impl From<Cli> for VmmConfig {
@@ -50,6 +69,9 @@ impl From<Cli> for VmmConfig {
             memory_mib: c.memory,
             vcpus: c.vcpus,
             serial: c.serial,
+            disks: c.disk,
+            nets: c.net,
+            irqchip: c.irqchip,
         }
     }
 }

@@ -51,6 +51,122 @@ impl std::str::FromStr for SerialConfig {
     }
 }
 
+/// A virtio-blk disk: `--disk path=FILE[,readonly=on]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The raw image file.
+    pub path: PathBuf,
+    /// Refuse guest writes (the device offers `VIRTIO_BLK_F_RO`).
+    pub readonly: bool,
+}
+
+impl std::str::FromStr for DiskConfig {
+    type Err = String;
+
+    /// Parses `path=FILE[,readonly=on|off]`.
+    ///
+    /// ```
+    /// use kvmkit_vmm_reference::DiskConfig;
+    /// let d: DiskConfig = "path=/tmp/d.img,readonly=on".parse().unwrap();
+    /// assert!(d.readonly);
+    /// assert!("readonly=on".parse::<DiskConfig>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut path = None;
+        let mut readonly = false;
+        for kv in s.split(',') {
+            match kv.split_once('=') {
+                Some(("path", p)) if !p.is_empty() => path = Some(PathBuf::from(p)),
+                Some(("readonly", "on")) => readonly = true,
+                Some(("readonly", "off")) => readonly = false,
+                _ => return Err(format!("'{kv}' is not path=FILE or readonly=on|off")),
+            }
+        }
+        let path = path.ok_or("path=FILE is missing")?;
+        Ok(DiskConfig { path, readonly })
+    }
+}
+
+/// A virtio-net interface on a tap: `--net tap=NAME[,mac=MAC]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The tap interface (created if it does not exist; `%d` picks a number).
+    pub tap: String,
+    /// The guest's MAC address; a random locally administered one if absent.
+    pub mac: Option<[u8; 6]>,
+}
+
+impl std::str::FromStr for NetConfig {
+    type Err = String;
+
+    /// Parses `tap=NAME[,mac=aa:bb:cc:dd:ee:ff]`.
+    ///
+    /// ```
+    /// use kvmkit_vmm_reference::NetConfig;
+    /// let n: NetConfig = "tap=vm0,mac=52:54:00:12:34:56".parse().unwrap();
+    /// assert_eq!(n.mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+    /// assert!("tap=vm0,mac=zz".parse::<NetConfig>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut tap = None;
+        let mut mac = None;
+        for kv in s.split(',') {
+            match kv.split_once('=') {
+                Some(("tap", t)) if !t.is_empty() && t.len() < 16 => tap = Some(t.to_string()),
+                Some(("mac", m)) => mac = Some(parse_mac(m)?),
+                _ => {
+                    return Err(format!(
+                        "'{kv}' is not tap=NAME (under 16 bytes) or mac=MAC"
+                    ))
+                }
+            }
+        }
+        let tap = tap.ok_or("tap=NAME is missing")?;
+        Ok(NetConfig { tap, mac })
+    }
+}
+
+fn parse_mac(m: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("'{m}' is not a MAC address like 52:54:00:12:34:56");
+    let parts: Vec<&str> = m.split(':').collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (b, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 != 0 {
+        return Err(format!("'{m}' is a multicast address"));
+    }
+    Ok(mac)
+}
+
+/// Which interrupt controller KVM emulates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IrqchipChoice {
+    /// In-kernel PIC, IOAPIC and LAPICs.
+    #[default]
+    Kernel,
+    /// In-kernel LAPICs, IOAPIC emulated by the VMM.
+    Split,
+}
+
+impl std::str::FromStr for IrqchipChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kernel" => Ok(IrqchipChoice::Kernel),
+            "split" => Ok(IrqchipChoice::Split),
+            _ => Err(format!("'{s}' is not one of kernel, split")),
+        }
+    }
+}
+
 /// Everything the VMM needs to build and run a VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmmConfig {
@@ -66,6 +182,12 @@ pub struct VmmConfig {
     pub vcpus: u32,
     /// The serial console.
     pub serial: SerialConfig,
+    /// virtio-blk disks.
+    pub disks: Vec<DiskConfig>,
+    /// virtio-net interfaces.
+    pub nets: Vec<NetConfig>,
+    /// The interrupt controller.
+    pub irqchip: IrqchipChoice,
 }
 
 impl Default for VmmConfig {
@@ -77,6 +199,9 @@ impl Default for VmmConfig {
             memory_mib: DEFAULT_MEMORY_MIB,
             vcpus: 1,
             serial: SerialConfig::Stdio,
+            disks: Vec::new(),
+            nets: Vec::new(),
+            irqchip: IrqchipChoice::Kernel,
         }
     }
 }

@@ -123,6 +123,20 @@ pub enum Error {
         /// The cause.
         detail: String,
     },
+    /// Too many virtio devices for the interrupt lines set aside for them.
+    #[error("{count} virtio devices given; at most {max} fit")]
+    TooManyVirtioDevices {
+        /// Requested.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The split irqchip could not be set up.
+    #[error(transparent)]
+    Irqchip(#[from] kvmkit_irq::Error),
+    /// A virtio device could not be created (bad disk image, tap…).
+    #[error(transparent)]
+    Virtio(#[from] kvmkit_virtio::Error),
     /// Creating an eventfd or irqfd failed.
     #[error("cannot set up the interrupt of {device}: {source}")]
     Interrupt {

@@ -11,7 +11,10 @@ mod vmm;
 
 pub use crate::core::{run_machine, VmmExit};
 pub use cli::{parse_args, Cli};
-pub use config::{KernelSource, SerialConfig, VmmConfig, DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB};
+pub use config::{
+    DiskConfig, IrqchipChoice, KernelSource, NetConfig, SerialConfig, VmmConfig, DEFAULT_CMDLINE,
+    DEFAULT_MEMORY_MIB,
+};
 pub use error::{Error, Result};
 pub use vmm::{Vmm, MAX_VCPUS, MIN_MEMORY_MIB, PC_NAME};
 

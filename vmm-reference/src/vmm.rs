@@ -6,16 +6,21 @@ use crate::devices::{
     AcpiPm, Cmos, EventFdTrigger, EventSink, I8042Port, PlatformEvent, SerialPort,
 };
 use crate::kernel::{load_initramfs, load_kernel, BootEntry, HIMEM_START};
-use crate::{terminal, Error, HostArch, KernelSource, Result, SerialConfig, VmmConfig};
+use crate::{
+    terminal, Error, HostArch, IrqchipChoice, KernelSource, Result, SerialConfig, VmmConfig,
+};
+use kvm_ioctls::IoEventAddress;
 use kvmkit_arch_x86_64::{
     e820_map, write_acpi_tables, write_linux_boot_params, write_mptable, write_pvh_start_info,
     AcpiConfig, BootSetup, CpuidPolicy, IrqchipMode, LinuxBoot, PmRegisters, PortIoBus, PvhBoot,
-    ResetRegister, VcpuConfig, VmConfig, BIOS_SIZE, BIOS_START, BOOT_STACK_TOP, CMDLINE_ADDR,
-    CMDLINE_MAX_SIZE, MPTABLE_START,
+    ResetRegister, SplitIrqchip, VcpuConfig, VmConfig, X86Io, BIOS_SIZE, BIOS_START,
+    BOOT_STACK_TOP, CMDLINE_ADDR, CMDLINE_MAX_SIZE, IOAPIC_ADDR, IOAPIC_PINS, IOAPIC_SIZE,
+    MPTABLE_START,
 };
 use kvmkit_core::{MemoryFlags, Vcpu, VcpuId, Vm};
-use kvmkit_memory::{pc_layout, RegionConfig, SlotTable};
+use kvmkit_memory::{pc_layout, GuestMemoryHandle, RegionConfig, SlotTable};
 use kvmkit_runloop::{Buses, MmioBus};
+use kvmkit_virtio::{Block, MmioTransport, Net, Tap, VirtioDevice, Worker, MMIO_LEN};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -31,6 +36,13 @@ pub const MIN_MEMORY_MIB: u64 = 16;
 pub const PC_NAME: &str = "RIP";
 /// The most vCPUs the boot tables describe (one IOAPIC id left in 8 bits).
 pub const MAX_VCPUS: u32 = 254;
+/// Guest-physical address of the first virtio-mmio device (in the 32-bit
+/// PCI hole, never RAM); each device takes 4 KiB after it.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// The first GSI of the virtio devices: IOAPIC pins 16–23, free of ISA IRQs.
+pub const VIRTIO_GSI_BASE: u32 = 16;
+/// The most virtio devices (one IOAPIC pin each).
+pub const MAX_VIRTIO_DEVICES: usize = 8;
 /// Ctrl-A: the serial console's escape key; Ctrl-A x quits.
 const ESCAPE: u8 = 0x01;
 
@@ -70,6 +82,39 @@ pub struct Vmm {
     platform: Receiver<PlatformEvent>,
     sink: Arc<EventSink>,
     _irqs: Vec<EventFd>,
+    workers: Vec<Worker>,
+}
+
+/// A virtio device's backend, opened before the VM is built.
+enum VirtioBackend {
+    Block(Block<GuestMemoryHandle>),
+    Net(Net<Tap, GuestMemoryHandle>),
+}
+
+/// Puts a virtio device on the MMIO bus at `base`: its queue notifications
+/// become ioeventfds, its interrupt the irqfd `line`, its work a thread.
+fn attach<D: VirtioDevice<GuestMemoryHandle> + 'static>(
+    vm: &Vm<HostArch>,
+    mmio: &mut MmioBus,
+    base: u64,
+    device: D,
+    mem: GuestMemoryHandle,
+    line: Arc<EventFd>,
+) -> Result<Worker> {
+    let transport = Arc::new(MmioTransport::new(device, mem, line)?);
+    let name = transport.name();
+    mmio.register(base, MMIO_LEN, transport.clone())
+        .map_err(device_err(name, base))?;
+    for ev in transport.ioevents() {
+        vm.arch_fd()
+            .vm_fd()
+            .register_ioevent(ev.fd, &IoEventAddress::Mmio(base + ev.offset), ev.datamatch)
+            .map_err(|e| Error::Interrupt {
+                device: name,
+                source: std::io::Error::from_raw_os_error(e.errno()),
+            })?;
+    }
+    Ok(Worker::spawn(transport)?)
 }
 
 impl std::fmt::Debug for Vmm {
@@ -88,7 +133,7 @@ fn boot_data<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Erro
     }
 }
 
-fn device<E: std::fmt::Debug>(device: &'static str, base: u64) -> impl FnOnce(E) -> Error {
+fn device_err<E: std::fmt::Debug>(device: &'static str, base: u64) -> impl FnOnce(E) -> Error {
     move |e| Error::Device {
         device,
         base,
@@ -153,7 +198,39 @@ impl Vmm {
             )),
             None => None,
         };
-        let cmdline = config.cmdline.as_bytes();
+        // virtio devices: open the backends now, so that a bad disk or tap is
+        // an error before anything is created.
+        let count = config.disks.len() + config.nets.len();
+        if count > MAX_VIRTIO_DEVICES {
+            return Err(Error::TooManyVirtioDevices {
+                count,
+                max: MAX_VIRTIO_DEVICES,
+            });
+        }
+        let mut backends: Vec<VirtioBackend> = Vec::new();
+        for d in &config.disks {
+            backends.push(VirtioBackend::Block(Block::open(&d.path, d.readonly)?));
+        }
+        for n in &config.nets {
+            backends.push(VirtioBackend::Net(Net::new(Tap::open(&n.tap)?, n.mac)));
+        }
+        // At most MAX_VIRTIO_DEVICES: the index fits every integer type.
+        let slots: Vec<(u64, u32)> = (0u32..)
+            .take(count)
+            .map(|i| {
+                (
+                    VIRTIO_MMIO_BASE + 0x1000 * u64::from(i),
+                    VIRTIO_GSI_BASE + i,
+                )
+            })
+            .collect();
+        // Kernels built with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES find the
+        // devices here; the others through the DSDT.
+        let mut full_cmdline = config.cmdline.clone();
+        for (base, gsi) in &slots {
+            full_cmdline.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
+        }
+        let cmdline = full_cmdline.as_bytes();
         if cmdline.len() >= CMDLINE_MAX_SIZE || cmdline.contains(&0) {
             return Err(Error::Cmdline(format!(
                 "{} bytes; at most {} and no NUL",
@@ -177,8 +254,14 @@ impl Vmm {
         };
 
         let vm = Arc::new(kvm.create_vm(&VmConfig {
-            irqchip: IrqchipMode::Kernel,
-            pit: true,
+            irqchip: match config.irqchip {
+                IrqchipChoice::Kernel => IrqchipMode::Kernel,
+                IrqchipChoice::Split => IrqchipMode::Split {
+                    ioapic_pins: IOAPIC_PINS,
+                },
+            },
+            // The PIT needs the in-kernel PIC and IOAPIC.
+            pit: config.irqchip == IrqchipChoice::Kernel,
             ..Default::default()
         })?);
 
@@ -225,7 +308,16 @@ impl Vmm {
                     base: SerialPort::COM1,
                     irq: SerialPort::COM1_IRQ,
                 }],
-                mmio_devices: Vec::new(),
+                mmio_devices: (0u32..)
+                    .zip(&slots)
+                    .map(|(uid, &(base, irq))| kvmkit_arch_x86_64::MmioDevice {
+                        hid: "LNRO0005",
+                        uid,
+                        base,
+                        len: MMIO_LEN,
+                        irq,
+                    })
+                    .collect(),
                 pm: PmRegisters {
                     pm1a_evt: AcpiPm::EVT_PORT,
                     pm1a_cnt: AcpiPm::CNT_PORT,
@@ -308,26 +400,58 @@ impl Vmm {
             .sum();
         let mut pio = PortIoBus::new();
         pio.register(SerialPort::COM1, SerialPort::LEN, serial.clone())
-            .map_err(device("serial COM1", u64::from(SerialPort::COM1)))?;
+            .map_err(device_err("serial COM1", u64::from(SerialPort::COM1)))?;
         pio.register(
             I8042Port::BASE,
             I8042Port::LEN,
             Arc::new(I8042Port::new(sink.clone())),
         )
-        .map_err(device("i8042", u64::from(I8042Port::BASE)))?;
+        .map_err(device_err("i8042", u64::from(I8042Port::BASE)))?;
         pio.register(
             Cmos::<crate::devices::HostClock>::BASE,
             Cmos::<crate::devices::HostClock>::LEN,
             Arc::new(Mutex::new(Cmos::new(below_4g, above_4g))),
         )
-        .map_err(device("CMOS RTC", 0x70))?;
+        .map_err(device_err("CMOS RTC", 0x70))?;
         pio.register(
             AcpiPm::EVT_PORT,
             AcpiPm::LEN,
             Arc::new(Mutex::new(AcpiPm::new(sink.clone()))),
         )
-        .map_err(device("ACPI PM", u64::from(AcpiPm::EVT_PORT)))?;
-        let buses = Arc::new(Buses::<HostArch>::new(MmioBus::new(), pio));
+        .map_err(device_err("ACPI PM", u64::from(AcpiPm::EVT_PORT)))?;
+        let mut mmio = MmioBus::new();
+        let arch_io = match config.irqchip {
+            IrqchipChoice::Kernel => X86Io::new(pio),
+            IrqchipChoice::Split => {
+                // The IOAPIC is ours: on the MMIO bus, told of EOIs by KVM.
+                let chip = Arc::new(SplitIrqchip::new(vm.arch_fd().clone(), IOAPIC_PINS)?);
+                mmio.register(IOAPIC_ADDR, IOAPIC_SIZE, chip.ioapic())
+                    .map_err(device_err("IOAPIC", IOAPIC_ADDR))?;
+                X86Io::new(pio).with_eoi_handler(chip)
+            }
+        };
+        let mut workers = Vec::new();
+        let irqs = vec![com1_irq];
+        for (backend, &(base, gsi)) in backends.into_iter().zip(&slots) {
+            let line = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| Error::Interrupt {
+                device: "virtio",
+                source,
+            })?;
+            vm.arch_fd()
+                .vm_fd()
+                .register_irqfd(&line, gsi)
+                .map_err(|e| Error::Interrupt {
+                    device: "virtio",
+                    source: std::io::Error::from_raw_os_error(e.errno()),
+                })?;
+            let line = Arc::new(line);
+            let mem = memory.memory();
+            workers.push(match backend {
+                VirtioBackend::Block(b) => attach(&vm, &mut mmio, base, b, mem, line)?,
+                VirtioBackend::Net(n) => attach(&vm, &mut mmio, base, n, mem, line)?,
+            });
+        }
+        let buses = Arc::new(Buses::<HostArch>::new(mmio, arch_io));
 
         let vcpu_config = VcpuConfig {
             cpuid: Some(CpuidPolicy {
@@ -354,7 +478,8 @@ impl Vmm {
             stdio: config.serial == SerialConfig::Stdio,
             platform,
             sink,
-            _irqs: vec![com1_irq],
+            _irqs: irqs,
+            workers,
         })
     }
 
@@ -381,6 +506,10 @@ impl Vmm {
             spawn_input(self.serial.clone(), self.sink.clone(), raw.is_some());
         }
         let (exit, vcpus) = run_machine(self.vcpus, self.buses.clone(), self.platform)?;
+        for w in self.workers {
+            // A worker that failed to stop cleanly has nothing left to lose.
+            let _ = w.stop();
+        }
         if std::env::var("KVMKIT_DEBUG").is_ok_and(|v| v == "1") {
             for v in &vcpus {
                 let regs = v.get_regs().ok();

@@ -119,7 +119,7 @@ fn the_generic_core_runs_x86_64() {
         facts: kvmkit_arch_x86_64::uapi_facts(),
         big_endian: false,
     };
-    run_on::<X86_64>(layout, PortIoBus::new());
+    run_on::<X86_64>(layout, PortIoBus::new().into());
 }
 
 #[test]

@@ -162,7 +162,7 @@ fn runloop_round(code: &[u8], n: u32) -> Duration {
     let mut mmio = MmioBus::new();
     mmio.register(MMIO_BASE, 0x1000, counter.clone())
         .expect("mmio");
-    let buses = Arc::new(Buses::<X86_64>::new(mmio, pio));
+    let buses = Arc::new(Buses::<X86_64>::new(mmio, pio.into()));
     let t0 = Instant::now();
     let (rl, events) = RunLoop::start(vec![vcpu], buses).expect("start");
     let report = events.recv().expect("an event");
@@ -180,7 +180,7 @@ fn userspace_cost(n: u32) -> f64 {
     let counter = Arc::new(Counter::default());
     let mut pio = PortIoBus::new();
     pio.register(0x80, 1, counter.clone()).expect("pio");
-    let buses = Buses::<X86_64>::new(MmioBus::new(), pio);
+    let buses = Buses::<X86_64>::new(MmioBus::new(), pio.into());
     let mut run = vec![0u8; 4096 + 64];
     run[8..12].copy_from_slice(&2u32.to_ne_bytes()); // KVM_EXIT_IO
     run[32] = 1; // out

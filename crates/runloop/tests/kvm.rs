@@ -22,7 +22,7 @@ fn kvm_pio_in_and_out() {
     let (probe, writes) = Probe::new(0x5a);
     let mut pio = PortIoBus::new();
     pio.register(0x60, 2, Arc::new(probe)).unwrap();
-    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), pio));
+    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), pio.into()));
     let (rl, events) = RunLoop::start(vec![g.vcpu(0, 1)], buses).unwrap();
     let r = events.recv_timeout(WAIT).unwrap();
     assert!(matches!(r.event, VcpuEvent::Halted), "{r:?}");
@@ -50,7 +50,7 @@ fn kvm_mmio_read_and_write() {
     let (probe, writes) = Probe::new(0x1122_3344);
     let mut mmio = MmioBus::new();
     mmio.register(0x20000, 0x1000, Arc::new(probe)).unwrap();
-    let buses = Arc::new(Buses::<X86_64>::new(mmio, PortIoBus::new()));
+    let buses = Arc::new(Buses::<X86_64>::new(mmio, PortIoBus::new().into()));
     let (rl, events) = RunLoop::start(vec![g.vcpu(0, 1)], buses).unwrap();
     let r = events.recv_timeout(WAIT).unwrap();
     assert!(matches!(r.event, VcpuEvent::Halted), "{r:?}");
@@ -88,7 +88,7 @@ fn kvm_unmapped_mmio_reads_all_ones_and_is_reported() {
     let (probe, writes) = Probe::new(0);
     let mut pio = PortIoBus::new();
     pio.register(0x61, 1, Arc::new(probe)).unwrap();
-    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), pio));
+    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), pio.into()));
     let (rl, events) = RunLoop::start(vec![g.vcpu(0, 1)], buses).unwrap();
     let r = events.recv_timeout(WAIT).unwrap();
     assert!(
@@ -139,7 +139,7 @@ fn kvm_four_vcpus_run_at_once_and_report_their_ids() {
     let (probe, writes) = Probe::new(0);
     let mut pio = PortIoBus::new();
     pio.register(0x70, 1, Arc::new(probe)).unwrap();
-    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), pio));
+    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), pio.into()));
     let vcpus = (0..4).map(|i| g.vcpu(i, 4)).collect();
     let (rl, events) = RunLoop::start(vcpus, buses).unwrap();
     let mut ids = BTreeSet::new();
@@ -176,7 +176,7 @@ fn kvm_spinning_vcpu_is_kicked_paused_and_stopped() {
     let (probe, writes) = Probe::new(0);
     let mut pio = PortIoBus::new();
     pio.register(0x70, 1, Arc::new(probe)).unwrap();
-    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), pio));
+    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), pio.into()));
     let (rl, events) = RunLoop::start(vec![g.vcpu(0, 1)], buses).unwrap();
     writes.recv_timeout(WAIT).expect("the guest started");
     for _ in 0..3 {

@@ -21,7 +21,10 @@ fn script(areas: Vec<Vec<u8>>) -> Scripted {
 type Scripted = ScriptedVcpu<X86_64>;
 
 fn run_one(s: Scripted) -> Vec<VcpuEvent> {
-    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), PortIoBus::new()));
+    let buses = Arc::new(Buses::<X86_64>::new(
+        MmioBus::new(),
+        PortIoBus::new().into(),
+    ));
     let (rl, rx) = RunLoop::start(vec![s], buses).unwrap();
     let mut out = Vec::new();
     while let Ok(r) = rx.recv_timeout(Duration::from_secs(10)) {
@@ -97,7 +100,10 @@ fn reports_then_final() {
 fn debug_exit_waits_for_resume() {
     let mut dbg = vec![0u8; 8];
     dbg.extend(0x4000u64.to_ne_bytes());
-    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), PortIoBus::new()));
+    let buses = Arc::new(Buses::<X86_64>::new(
+        MmioBus::new(),
+        PortIoBus::new().into(),
+    ));
     let (rl, rx) = RunLoop::start(vec![script(vec![area(4, &dbg), area(5, &[])])], buses).unwrap();
     let r = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(matches!(r.event, VcpuEvent::Debug { pc: 0x4000 }));

@@ -23,7 +23,12 @@ pub struct Vmm {
 
 impl Vmm {
     pub fn spawn(args: &[&str]) -> Vmm {
-        let mut child = Command::new(BIN)
+        Vmm::spawn_program(BIN, args)
+    }
+
+    /// Runs `program` (e.g. `ip netns exec NS vmm-reference`) with `args`.
+    pub fn spawn_program(program: &str, args: &[&str]) -> Vmm {
+        let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
