@@ -18,6 +18,7 @@ use kvmkit_arch_x86_64::{
     MPTABLE_START,
 };
 use kvmkit_core::{MemoryFlags, Vcpu, VcpuId, Vm};
+use kvmkit_irq::InterruptController;
 use kvmkit_memory::{pc_layout, GuestMemoryHandle, RegionConfig, SlotTable};
 use kvmkit_runloop::{Buses, MmioBus};
 use kvmkit_virtio::{Block, MmioTransport, Net, Tap, VirtioDevice, Worker, MMIO_LEN};
@@ -369,20 +370,30 @@ impl Vmm {
             }
         };
 
+        // The interrupt controller devices get their lines from: KVM's, or
+        // with the split irqchip ours (whose IOAPIC goes on the MMIO bus).
+        let split = match config.irqchip {
+            IrqchipChoice::Kernel => None,
+            IrqchipChoice::Split => Some(Arc::new(SplitIrqchip::new(
+                vm.arch_fd().clone(),
+                IOAPIC_PINS,
+            )?)),
+        };
+        let irq_ctl: Arc<dyn InterruptController> = match &split {
+            Some(chip) => chip.clone(),
+            None => Arc::new(vm.arch_fd().clone()),
+        };
+        let irqfd = |device: &'static str, gsi: u32| -> Result<EventFd> {
+            let fd = EventFd::new(libc::EFD_NONBLOCK)
+                .map_err(|source| Error::Interrupt { device, source })?;
+            irq_ctl.register_irqfd(&fd, gsi, None)?;
+            Ok(fd)
+        };
+
         // Devices on the port I/O bus; COM1's interrupt is an irqfd on GSI 4.
         let (ptx, platform) = channel();
         let sink = Arc::new(EventSink::new(ptx));
-        let com1_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| Error::Interrupt {
-            device: "serial COM1",
-            source,
-        })?;
-        vm.arch_fd()
-            .vm_fd()
-            .register_irqfd(&com1_irq, SerialPort::COM1_IRQ)
-            .map_err(|e| Error::Interrupt {
-                device: "serial COM1",
-                source: std::io::Error::from_raw_os_error(e.errno()),
-            })?;
+        let com1_irq = irqfd("serial COM1", SerialPort::COM1_IRQ)?;
         let trigger = com1_irq.try_clone().map_err(|source| Error::Interrupt {
             device: "serial COM1",
             source,
@@ -420,11 +431,10 @@ impl Vmm {
         )
         .map_err(device_err("ACPI PM", u64::from(AcpiPm::EVT_PORT)))?;
         let mut mmio = MmioBus::new();
-        let arch_io = match config.irqchip {
-            IrqchipChoice::Kernel => X86Io::new(pio),
-            IrqchipChoice::Split => {
-                // The IOAPIC is ours: on the MMIO bus, told of EOIs by KVM.
-                let chip = Arc::new(SplitIrqchip::new(vm.arch_fd().clone(), IOAPIC_PINS)?);
+        let arch_io = match split {
+            None => X86Io::new(pio),
+            Some(chip) => {
+                // Our IOAPIC: on the MMIO bus, told of EOIs by KVM.
                 mmio.register(IOAPIC_ADDR, IOAPIC_SIZE, chip.ioapic())
                     .map_err(device_err("IOAPIC", IOAPIC_ADDR))?;
                 X86Io::new(pio).with_eoi_handler(chip)
@@ -433,18 +443,7 @@ impl Vmm {
         let mut workers = Vec::new();
         let irqs = vec![com1_irq];
         for (backend, &(base, gsi)) in backends.into_iter().zip(&slots) {
-            let line = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| Error::Interrupt {
-                device: "virtio",
-                source,
-            })?;
-            vm.arch_fd()
-                .vm_fd()
-                .register_irqfd(&line, gsi)
-                .map_err(|e| Error::Interrupt {
-                    device: "virtio",
-                    source: std::io::Error::from_raw_os_error(e.errno()),
-                })?;
-            let line = Arc::new(line);
+            let line = Arc::new(irqfd("virtio", gsi)?);
             let mem = memory.memory();
             workers.push(match backend {
                 VirtioBackend::Block(b) => attach(&vm, &mut mmio, base, b, mem, line)?,
