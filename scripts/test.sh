@@ -14,7 +14,7 @@ set -euo pipefail
 # Debian packages the tests need, installed with apt-get when missing.
 # A change that makes a test need a tool adds its package here, e.g.
 #   APT_PACKAGES=(acpica-tools qemu-system-x86)
-APT_PACKAGES=(acpica-tools device-tree-compiler gcc-powerpc64le-linux-gnu gcc-s390x-linux-gnu linux-libc-dev-ppc64el-cross linux-libc-dev-s390x-cross)
+APT_PACKAGES=(acpica-tools busybox-static e2fsprogs device-tree-compiler gcc-powerpc64le-linux-gnu gcc-s390x-linux-gnu linux-libc-dev-ppc64el-cross linux-libc-dev-s390x-cross)
 
 # cargo-tarpaulin measures coverage (STYLE.md section 7); installed when missing.
 # Pinned so that CI on a new machine measures with the same tool.
