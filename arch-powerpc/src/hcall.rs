@@ -42,7 +42,7 @@ const TERM_CHARS_MAX: usize = 16;
 /// // buffer at args[0] from guest memory it captured).
 /// let io = PaprIo::default().with_handler(H_RTAS, |_nr: u64, _args: &[u64; 9], out: &mut HcallOutput<'_>| {
 ///     out.set_ret(H_SUCCESS);
-///     ArchExitOutcome::Stop { reason: "power-off".into() }
+///     ArchExitOutcome::SystemEvent { kind: kvmkit_core::SystemEventKind::Shutdown }
 /// });
 /// assert!(format!("{io:?}").contains("61440"));
 /// ```

@@ -670,7 +670,9 @@ mod tests {
         match S390x::decode_exit(run).unwrap() {
             VcpuExit::Arch(e) => assert!(matches!(
                 S390x::handle_arch_exit(&S390Io::new(), e),
-                ArchExitOutcome::Stop { .. }
+                ArchExitOutcome::SystemEvent {
+                    kind: kvmkit_core::SystemEventKind::Reset
+                }
             )),
             e => panic!("{e:?}"),
         }

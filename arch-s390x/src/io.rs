@@ -2,7 +2,7 @@
 
 use crate::exit::{icpt, S390Exit, SieIntercept};
 use crate::Sclp;
-use kvmkit_core::ArchExitOutcome;
+use kvmkit_core::{ArchExitOutcome, SystemEventKind};
 
 /// The s390x device space: what answers SIE interceptions. Today the SCLP
 /// (service calls, its console); more (virtio-ccw's `DIAGNOSE 0x500`, the
@@ -25,10 +25,10 @@ use kvmkit_core::ArchExitOutcome;
 ///
 /// ```
 /// use kvmkit_arch_s390x::{S390Exit, S390Io};
-/// use kvmkit_core::ArchExitOutcome;
+/// use kvmkit_core::{ArchExitOutcome, SystemEventKind};
 /// let io = S390Io::new();
 /// let out = io.handle(S390Exit::Reset { flags: 16 });
-/// assert!(matches!(out, ArchExitOutcome::Stop { reason } if reason.contains("re-IPL")));
+/// assert!(matches!(out, ArchExitOutcome::SystemEvent { kind: SystemEventKind::Reset }));
 /// ```
 #[derive(Debug, Default)]
 pub struct S390Io {
@@ -55,8 +55,9 @@ impl S390Io {
     pub fn handle(&self, exit: S390Exit<'_>) -> ArchExitOutcome {
         match exit {
             S390Exit::SieIntercept(mut i) => self.intercept(&mut i),
-            S390Exit::Reset { flags } => ArchExitOutcome::Stop {
-                reason: format!("the guest asked for a reset / re-IPL (flags {flags:#x})"),
+            // A reset / re-IPL request (KVM_S390_RESET_* flags).
+            S390Exit::Reset { .. } => ArchExitOutcome::SystemEvent {
+                kind: SystemEventKind::Reset,
             },
             S390Exit::Ucontrol {
                 trans_exc_code,

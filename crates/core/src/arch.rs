@@ -29,7 +29,14 @@ pub enum ArchExitOutcome {
         /// Whether the guest was writing.
         write: bool,
     },
-    /// The exit ends this vCPU (for example an architecture reset request).
+    /// The guest asked the platform for a power-off, reset… through an
+    /// arch-only path (s390x re-IPL, a PowerPC RTAS call): ends this vCPU
+    /// with a typed `SystemEvent`, as `KVM_EXIT_SYSTEM_EVENT` would.
+    SystemEvent {
+        /// What the guest asked for.
+        kind: crate::SystemEventKind,
+    },
+    /// The exit ends this vCPU for a reason no typed outcome covers.
     Stop {
         /// Why, for the owner.
         reason: String,

@@ -53,6 +53,9 @@ pub fn dispatch_exit<A: Arch>(exit: VcpuExit<'_, A>, buses: &Buses<A>) -> Dispat
             ArchExitOutcome::Handled => Dispatch::Continue,
             ArchExitOutcome::Unhandled { space, addr, write } => unhandled(space, addr, write),
             ArchExitOutcome::Stop { reason } => Dispatch::Final(VcpuEvent::ArchStop { reason }),
+            ArchExitOutcome::SystemEvent { kind } => {
+                Dispatch::Final(VcpuEvent::SystemEvent { kind, flags: 0 })
+            }
             _ => Dispatch::Continue,
         },
         VcpuExit::Interrupted => Dispatch::Interrupted,
