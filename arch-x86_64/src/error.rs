@@ -19,6 +19,15 @@ pub enum Error {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// `KVM_ENABLE_CAP` for a capability failed.
+    #[error("KVM_ENABLE_CAP({cap}) failed")]
+    EnableCap {
+        /// The capability, e.g. `KVM_CAP_DIRTY_LOG_RING`.
+        cap: &'static str,
+        /// The errno.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
     /// A vCPU ioctl returned fewer entries than it was given.
     #[error("{ioctl} handled {done} of {wanted} entries")]
     Partial {

@@ -256,6 +256,7 @@ pub fn decode_exit(run: &mut [u8]) -> Result<VcpuExit<'_, X86_64>, DecodeError> 
         KVM_EXIT_SHUTDOWN => VcpuExit::Shutdown,
         KVM_EXIT_INTR => VcpuExit::Interrupted,
         KVM_EXIT_IRQ_WINDOW_OPEN => VcpuExit::IrqWindowOpen,
+        KVM_EXIT_DIRTY_RING_FULL => VcpuExit::DirtyRingFull,
         KVM_EXIT_DEBUG => VcpuExit::Debug {
             pc: u64_at(run, DEBUG_PC),
         },
@@ -304,7 +305,6 @@ pub fn decode_exit(run: &mut [u8]) -> Result<VcpuExit<'_, X86_64>, DecodeError> 
         | KVM_EXIT_HYPERCALL
         | KVM_EXIT_TPR_ACCESS
         | KVM_EXIT_NMI
-        | KVM_EXIT_DIRTY_RING_FULL
         | KVM_EXIT_X86_BUS_LOCK
         | KVM_EXIT_NOTIFY => VcpuExit::Arch(X86Exit::Other { reason }),
         other => VcpuExit::Unknown { reason: other },
@@ -483,6 +483,11 @@ mod tests {
         assert!(matches!(
             decode_exit(&mut run).unwrap(),
             VcpuExit::IrqWindowOpen
+        ));
+        let mut run = area(KVM_EXIT_DIRTY_RING_FULL);
+        assert!(matches!(
+            decode_exit(&mut run).unwrap(),
+            VcpuExit::DirtyRingFull
         ));
         let mut run = area(KVM_EXIT_DEBUG);
         run[UNION + 8..UNION + 16].copy_from_slice(&0x1234u64.to_ne_bytes());

@@ -47,6 +47,7 @@ pub fn uapi_facts() -> BTreeMap<String, u64> {
     for c in Capability::ALL {
         m.insert(c.name().to_string(), u64::from(c.number()));
     }
+    crate::sys::dirty_log_facts(&mut m);
     for (field, off, size) in FIELDS {
         m.insert(format!("kvm_run.{field}.offset"), *off as u64);
         m.insert(format!("kvm_run.{field}.size"), *size as u64);

@@ -6,6 +6,7 @@ mod boot;
 mod config;
 mod cpuid;
 mod debug;
+mod dirty;
 mod error;
 mod exit;
 mod facts;
@@ -43,7 +44,10 @@ pub use platform::{
 pub use routing::{pc_gsi_routes, pc_routing_table, IOAPIC_PINS};
 pub use split::SplitIrqchip;
 pub use state::X86VcpuState;
-pub use sys::{ioctl_numbers, KVM_GET_ONE_REG, KVM_RUN, KVM_SET_ONE_REG};
+pub use sys::{
+    ioctl_numbers, KVM_CLEAR_DIRTY_LOG, KVM_GET_DIRTY_LOG, KVM_GET_ONE_REG, KVM_RESET_DIRTY_RINGS,
+    KVM_RUN, KVM_SET_ONE_REG,
+};
 
 /// kvm-bindings, re-exported for the register types of this crate's `Arch`.
 pub use kvm_bindings;

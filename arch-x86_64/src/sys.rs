@@ -23,6 +23,13 @@ pub const KVM_GET_ONE_REG: u64 = ioc(IOC_WRITE, KVMIO, 0xab, 16);
 /// `KVM_SET_ONE_REG` = `_IOW(KVMIO, 0xac, struct kvm_one_reg)`.
 pub const KVM_SET_ONE_REG: u64 = ioc(IOC_WRITE, KVMIO, 0xac, 16);
 
+/// `KVM_GET_DIRTY_LOG` = `_IOW(KVMIO, 0x42, struct kvm_dirty_log)`.
+pub const KVM_GET_DIRTY_LOG: u64 = ioc(IOC_WRITE, KVMIO, 0x42, 16);
+/// `KVM_CLEAR_DIRTY_LOG` = `_IOWR(KVMIO, 0xc0, struct kvm_clear_dirty_log)`.
+pub const KVM_CLEAR_DIRTY_LOG: u64 = ioc(IOC_WRITE | IOC_READ, KVMIO, 0xc0, 24);
+/// `KVM_RESET_DIRTY_RINGS` = `_IO(KVMIO, 0xc7)`.
+pub const KVM_RESET_DIRTY_RINGS: u64 = ioc(IOC_NONE, KVMIO, 0xc7, 0);
+
 /// Every ioctl number this crate defines or relies on, by the kernel's macro
 /// name, x86 encoding.
 pub fn ioctl_numbers() -> Vec<(&'static str, u64)> {
@@ -113,6 +120,9 @@ pub fn ioctl_numbers() -> Vec<(&'static str, u64)> {
         ),
         ("KVM_GET_ONE_REG", KVM_GET_ONE_REG),
         ("KVM_SET_ONE_REG", KVM_SET_ONE_REG),
+        ("KVM_GET_DIRTY_LOG", KVM_GET_DIRTY_LOG),
+        ("KVM_CLEAR_DIRTY_LOG", KVM_CLEAR_DIRTY_LOG),
+        ("KVM_RESET_DIRTY_RINGS", KVM_RESET_DIRTY_RINGS),
     ]
 }
 
@@ -154,4 +164,139 @@ mod tests {
         assert_eq!(n["KVM_SET_SREGS"], 0x4138_ae84);
         assert_eq!(n["KVM_SET_USER_MEMORY_REGION"], 0x4020_ae46);
     }
+}
+
+/// `struct kvm_dirty_log`.
+#[repr(C)]
+struct KvmDirtyLog {
+    slot: u32,
+    padding1: u32,
+    dirty_bitmap: u64,
+}
+
+/// `struct kvm_clear_dirty_log`.
+#[repr(C)]
+struct KvmClearDirtyLog {
+    slot: u32,
+    num_pages: u32,
+    first_page: u64,
+    dirty_bitmap: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<KvmDirtyLog>() == 16);
+const _: () = assert!(std::mem::size_of::<KvmClearDirtyLog>() == 24);
+
+fn ioctl_result(ret: libc::c_int) -> Result<libc::c_int, kvm_ioctls::Error> {
+    if ret < 0 {
+        Err(kvm_ioctls::Error::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Wraps `KVM_GET_DIRTY_LOG`: the kernel writes the slot's bitmap into
+/// `bitmap`, which the caller sized to the slot (`ceil(pages / 64)` words).
+pub(crate) fn get_dirty_log(
+    vm: &kvm_ioctls::VmFd,
+    slot: u32,
+    bitmap: &mut [u64],
+) -> Result<(), kvm_ioctls::Error> {
+    let arg = KvmDirtyLog {
+        slot,
+        padding1: 0,
+        dirty_bitmap: bitmap.as_mut_ptr() as u64,
+    };
+    // SAFETY: `vm` is an open VM fd; `arg` is a valid `kvm_dirty_log` whose
+    // bitmap pointer is `bitmap`, writable for its whole length while the
+    // call runs. The kernel writes at most the slot's bitmap size and the
+    // caller sized `bitmap` to the slot (`DirtyLogArch::get_dirty_log`).
+    let ret = unsafe { libc::ioctl(vm.as_raw_fd(), KVM_GET_DIRTY_LOG as libc::c_ulong, &arg) };
+    ioctl_result(ret).map(drop)
+}
+
+/// Wraps `KVM_CLEAR_DIRTY_LOG` for `num_pages` pages from `first_page`.
+pub(crate) fn clear_dirty_log(
+    vm: &kvm_ioctls::VmFd,
+    slot: u32,
+    first_page: u64,
+    num_pages: u32,
+    bitmap: &[u64],
+) -> Result<(), kvm_ioctls::Error> {
+    let words = usize::try_from(num_pages.div_ceil(64)).unwrap_or(usize::MAX);
+    if bitmap.len() < words {
+        return Err(kvm_ioctls::Error::new(libc::EINVAL));
+    }
+    let arg = KvmClearDirtyLog {
+        slot,
+        num_pages,
+        first_page,
+        dirty_bitmap: bitmap.as_ptr() as u64,
+    };
+    // SAFETY: `vm` is an open VM fd; the kernel only reads
+    // `ceil(num_pages / 64)` words from the bitmap pointer, and `bitmap` has
+    // at least that many (checked above) for the duration of the call.
+    let ret = unsafe { libc::ioctl(vm.as_raw_fd(), KVM_CLEAR_DIRTY_LOG as libc::c_ulong, &arg) };
+    ioctl_result(ret).map(drop)
+}
+
+/// Wraps `KVM_RESET_DIRTY_RINGS`; returns how many entries were reset.
+pub(crate) fn reset_dirty_rings(vm: &kvm_ioctls::VmFd) -> Result<u32, kvm_ioctls::Error> {
+    // SAFETY: `vm` is an open VM fd; the ioctl takes no argument.
+    let ret = unsafe { libc::ioctl(vm.as_raw_fd(), KVM_RESET_DIRTY_RINGS as libc::c_ulong, 0) };
+    ioctl_result(ret).map(|n| n.unsigned_abs())
+}
+
+/// The dirty-log structs and constants, as `uapi_facts` entries.
+pub(crate) fn dirty_log_facts(m: &mut std::collections::BTreeMap<String, u64>) {
+    use kvmkit_core as core;
+    use std::mem::{offset_of, size_of};
+    let mut put = |k: &str, v: usize| m.insert(k.to_string(), v as u64);
+    put("kvm_dirty_log.size", size_of::<KvmDirtyLog>());
+    put("kvm_dirty_log.slot.offset", offset_of!(KvmDirtyLog, slot));
+    put(
+        "kvm_dirty_log.dirty_bitmap.offset",
+        offset_of!(KvmDirtyLog, dirty_bitmap),
+    );
+    put("kvm_clear_dirty_log.size", size_of::<KvmClearDirtyLog>());
+    put(
+        "kvm_clear_dirty_log.slot.offset",
+        offset_of!(KvmClearDirtyLog, slot),
+    );
+    put(
+        "kvm_clear_dirty_log.num_pages.offset",
+        offset_of!(KvmClearDirtyLog, num_pages),
+    );
+    put(
+        "kvm_clear_dirty_log.first_page.offset",
+        offset_of!(KvmClearDirtyLog, first_page),
+    );
+    put(
+        "kvm_clear_dirty_log.dirty_bitmap.offset",
+        offset_of!(KvmClearDirtyLog, dirty_bitmap),
+    );
+    put("kvm_dirty_gfn.size", size_of::<core::DirtyGfn>());
+    put(
+        "kvm_dirty_gfn.flags.offset",
+        offset_of!(core::DirtyGfn, flags),
+    );
+    put(
+        "kvm_dirty_gfn.slot.offset",
+        offset_of!(core::DirtyGfn, slot),
+    );
+    put(
+        "kvm_dirty_gfn.offset.offset",
+        offset_of!(core::DirtyGfn, offset),
+    );
+    let mut put = |k: &str, v: u64| m.insert(k.to_string(), v);
+    put("KVM_DIRTY_LOG_PAGE_OFFSET", core::DIRTY_LOG_PAGE_OFFSET);
+    put("KVM_DIRTY_GFN_F_DIRTY", u64::from(core::DIRTY_GFN_F_DIRTY));
+    put("KVM_DIRTY_GFN_F_RESET", u64::from(core::DIRTY_GFN_F_RESET));
+    put(
+        "KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE",
+        core::MANUAL_PROTECT_ENABLE,
+    );
+    put(
+        "KVM_DIRTY_LOG_INITIALLY_SET",
+        core::MANUAL_PROTECT_INITIALLY_SET,
+    );
 }

@@ -57,6 +57,10 @@ pub enum VcpuExit<'a, A: Arch> {
         /// The guest program counter (x86 RIP, PowerPC NIP, s390x PSW address).
         pc: u64,
     },
+    /// The vCPU's dirty ring is full or past its soft limit
+    /// (`KVM_EXIT_DIRTY_RING_FULL`): harvest the rings and call
+    /// `KVM_RESET_DIRTY_RINGS` before running it again, or it exits again.
+    DirtyRingFull,
     /// The guest can take an interrupt now (`KVM_EXIT_IRQ_WINDOW_OPEN`).
     IrqWindowOpen,
     /// `KVM_RUN` returned early because the vCPU was kicked (EINTR or
