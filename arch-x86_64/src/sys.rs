@@ -148,24 +148,6 @@ pub(crate) fn kvm_run_bytes(vcpu: &mut kvm_ioctls::VcpuFd, len: usize) -> &mut [
     unsafe { std::slice::from_raw_parts_mut(ptr, len) }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_match_the_header() {
-        // Values from /usr/include/linux/kvm.h on x86_64, as printed by a C
-        // program (see tests/uapi.rs for the live comparison).
-        assert_eq!(KVM_RUN, 44672);
-        assert_eq!(KVM_GET_ONE_REG, 0x4010_aeab);
-        assert_eq!(KVM_SET_ONE_REG, 0x4010_aeac);
-        let n: std::collections::HashMap<_, _> = ioctl_numbers().into_iter().collect();
-        assert_eq!(n["KVM_GET_REGS"], 0x8090_ae81);
-        assert_eq!(n["KVM_SET_SREGS"], 0x4138_ae84);
-        assert_eq!(n["KVM_SET_USER_MEMORY_REGION"], 0x4020_ae46);
-    }
-}
-
 /// `struct kvm_dirty_log`.
 #[repr(C)]
 struct KvmDirtyLog {
@@ -299,4 +281,22 @@ pub(crate) fn dirty_log_facts(m: &mut std::collections::BTreeMap<String, u64>) {
         "KVM_DIRTY_LOG_INITIALLY_SET",
         core::MANUAL_PROTECT_INITIALLY_SET,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_match_the_header() {
+        // Values from /usr/include/linux/kvm.h on x86_64, as printed by a C
+        // program (see tests/uapi.rs for the live comparison).
+        assert_eq!(KVM_RUN, 44672);
+        assert_eq!(KVM_GET_ONE_REG, 0x4010_aeab);
+        assert_eq!(KVM_SET_ONE_REG, 0x4010_aeac);
+        let n: std::collections::HashMap<_, _> = ioctl_numbers().into_iter().collect();
+        assert_eq!(n["KVM_GET_REGS"], 0x8090_ae81);
+        assert_eq!(n["KVM_SET_SREGS"], 0x4138_ae84);
+        assert_eq!(n["KVM_SET_USER_MEMORY_REGION"], 0x4020_ae46);
+    }
 }
