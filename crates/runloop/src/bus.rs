@@ -1,6 +1,6 @@
 //! The buses exits are dispatched to.
 
-use kvmkit_core::Arch;
+use kvmkit_core::{Arch, BoxError, VcpuId};
 use std::fmt;
 use std::sync::Arc;
 use vm_device::bus::{Bus, BusRange, MmioAddress};
@@ -95,31 +95,93 @@ impl MmioBus {
     }
 }
 
+/// What the run loop calls when a vCPU's dirty ring is full
+/// (`KVM_EXIT_DIRTY_RING_FULL`), with the vCPU's id.
+///
+/// It must return only once the rings were harvested and
+/// `KVM_RESET_DIRTY_RINGS` was issued (for example
+/// `kvmkit_dirty_log::DirtyTracker::ring_full_hook`): the vCPU enters the
+/// guest again right after `Ok`. An `Err` ends the vCPU with
+/// [`crate::VcpuEvent::DirtyRingFull`].
+pub type DirtyRingFullHook = Arc<dyn Fn(VcpuId) -> Result<(), BoxError> + Send + Sync>;
+
 /// Every device space of a VM: MMIO, which all architectures have, and the
-/// architecture's own (`A::ArchIo`: x86's port I/O bus).
+/// architecture's own (`A::ArchIo`: x86's port I/O bus); plus the hook that
+/// empties a full dirty ring.
 pub struct Buses<A: Arch> {
     /// The MMIO bus.
     pub mmio: MmioBus,
     /// The arch-only device space.
     pub arch: A::ArchIo,
+    dirty_ring_full: Option<DirtyRingFullHook>,
 }
 
 impl<A: Arch> Buses<A> {
-    /// Buses from an MMIO bus and the arch's device space.
+    /// Buses from an MMIO bus and the arch's device space, without a dirty
+    /// ring hook.
     pub fn new(mmio: MmioBus, arch: A::ArchIo) -> Self {
-        Buses { mmio, arch }
+        Buses {
+            mmio,
+            arch,
+            dirty_ring_full: None,
+        }
+    }
+
+    /// Installs the hook that harvests the dirty rings when a vCPU's ring
+    /// is full; without one, a full ring ends the vCPU with
+    /// [`crate::VcpuEvent::DirtyRingFull`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_core::VcpuId;
+    /// use kvmkit_runloop::Buses;
+    /// let buses = Buses::<X86_64>::default().with_dirty_ring_full(Arc::new(|_vcpu| Ok(())));
+    /// assert!(buses.dirty_ring_full(VcpuId(0)).is_ok());
+    /// ```
+    #[must_use]
+    pub fn with_dirty_ring_full(mut self, hook: DirtyRingFullHook) -> Self {
+        self.dirty_ring_full = Some(hook);
+        self
+    }
+
+    /// True when a dirty ring hook is installed.
+    ///
+    /// ```
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// assert!(!kvmkit_runloop::Buses::<X86_64>::default().has_dirty_ring_full());
+    /// ```
+    pub fn has_dirty_ring_full(&self) -> bool {
+        self.dirty_ring_full.is_some()
+    }
+
+    /// Calls the dirty ring hook for `vcpu`; fails with
+    /// [`NO_DIRTY_RING_HOOK`] when none is installed.
+    ///
+    /// ```
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_core::VcpuId;
+    /// use kvmkit_runloop::{Buses, NO_DIRTY_RING_HOOK};
+    /// let e = Buses::<X86_64>::default().dirty_ring_full(VcpuId(1)).unwrap_err();
+    /// assert_eq!(e.to_string(), NO_DIRTY_RING_HOOK);
+    /// ```
+    pub fn dirty_ring_full(&self, vcpu: VcpuId) -> Result<(), BoxError> {
+        match &self.dirty_ring_full {
+            Some(hook) => hook(vcpu),
+            None => Err(NO_DIRTY_RING_HOOK.into()),
+        }
     }
 }
+
+/// Why a vCPU whose dirty ring filled up ends when no hook is installed.
+pub const NO_DIRTY_RING_HOOK: &str = "dirty ring full but nothing harvests it";
 
 impl<A: Arch> Default for Buses<A>
 where
     A::ArchIo: Default,
 {
     fn default() -> Self {
-        Buses {
-            mmio: MmioBus::new(),
-            arch: A::ArchIo::default(),
-        }
+        Buses::new(MmioBus::new(), A::ArchIo::default())
     }
 }
 
@@ -128,6 +190,7 @@ impl<A: Arch> fmt::Debug for Buses<A> {
         f.debug_struct("Buses")
             .field("arch", &A::NAME)
             .field("mmio", &self.mmio)
+            .field("dirty_ring_full", &self.dirty_ring_full.is_some())
             .finish_non_exhaustive()
     }
 }

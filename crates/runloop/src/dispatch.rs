@@ -1,6 +1,6 @@
 //! Turning one decoded exit into bus accesses and events.
 
-use crate::{Buses, VcpuEvent};
+use crate::{Buses, VcpuEvent, NO_DIRTY_RING_HOOK};
 use kvmkit_core::{Arch, ArchExitOutcome, VcpuExit};
 
 /// What the run loop does after an exit.
@@ -17,10 +17,19 @@ pub enum Dispatch {
     Debug(u64),
     /// Report this final event and end the vCPU.
     Final(VcpuEvent),
+    /// The vCPU's dirty ring is full and a hook is installed: call
+    /// [`Buses::dirty_ring_full`] with the vCPU's id and enter again only
+    /// when it succeeded (on failure, end the vCPU with
+    /// [`VcpuEvent::DirtyRingFull`]).
+    DirtyRingFull,
 }
 
 /// Dispatches one exit: MMIO to `buses.mmio`, arch-only exits to the arch
 /// hook with `buses.arch`, the rest to events.
+///
+/// A full dirty ring becomes [`Dispatch::DirtyRingFull`] when `buses` has a
+/// hook to empty it, else the final [`VcpuEvent::DirtyRingFull`]: entering
+/// again with a full ring would only exit again.
 ///
 /// ```
 /// use kvmkit_arch_x86_64::X86_64;
@@ -75,6 +84,15 @@ pub fn dispatch_exit<A: Arch>(exit: VcpuExit<'_, A>, buses: &Buses<A>) -> Dispat
         }),
         VcpuExit::FailEntry { reason, .. } => Dispatch::Final(VcpuEvent::FailEntry { reason }),
         VcpuExit::Debug { pc } => Dispatch::Debug(pc),
+        VcpuExit::DirtyRingFull => {
+            if buses.has_dirty_ring_full() {
+                Dispatch::DirtyRingFull
+            } else {
+                Dispatch::Final(VcpuEvent::DirtyRingFull {
+                    reason: NO_DIRTY_RING_HOOK.to_string(),
+                })
+            }
+        }
         VcpuExit::Unknown { reason } => Dispatch::Report(VcpuEvent::UnknownExit { reason }),
         _ => Dispatch::Continue,
     }

@@ -38,6 +38,13 @@ pub enum VcpuEvent {
         /// Why.
         reason: String,
     },
+    /// The vCPU's dirty ring is full and the hook that empties it is missing
+    /// ([`crate::NO_DIRTY_RING_HOOK`]) or failed. Final: the vCPU cannot
+    /// run again before its ring is harvested and reset.
+    DirtyRingFull {
+        /// Why the ring could not be emptied, with the hook error's causes.
+        reason: String,
+    },
     /// `KVM_RUN` or exit decoding failed. Final.
     Error(kvmkit_core::Error),
     /// The vCPU stopped because [`crate::RunLoop::stop`] asked it to. Final.

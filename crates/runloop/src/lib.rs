@@ -7,7 +7,7 @@ mod error;
 mod event;
 mod runner;
 
-pub use bus::{Buses, MmioBus, MmioDevice};
+pub use bus::{Buses, DirtyRingFullHook, MmioBus, MmioDevice, NO_DIRTY_RING_HOOK};
 pub use control::RunState;
 pub use dispatch::{dispatch_exit, Dispatch};
 pub use error::{Error, Result};

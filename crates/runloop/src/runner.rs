@@ -75,6 +75,14 @@ impl<A: Arch, V: RunVcpu<A>> VcpuLoop<A, V> {
                     self.report(VcpuEvent::Debug { pc }, Some(pc));
                     self.control.park(true);
                 }
+                Dispatch::DirtyRingFull => {
+                    if let Err(e) = self.buses.dirty_ring_full(self.vcpu.id()) {
+                        let event = VcpuEvent::DirtyRingFull {
+                            reason: error_chain(&*e),
+                        };
+                        break (event, self.vcpu.program_counter().ok());
+                    }
+                }
                 Dispatch::Final(ev) => break (ev, self.vcpu.program_counter().ok()),
             }
         };
@@ -85,6 +93,18 @@ impl<A: Arch, V: RunVcpu<A>> VcpuLoop<A, V> {
         };
         (self.vcpu, self.unhandled, self.events, report)
     }
+}
+
+/// `e` and its sources, joined with `": "`.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// The vCPU threads of one VM and their control.

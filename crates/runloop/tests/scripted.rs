@@ -119,3 +119,86 @@ fn debug_exit_waits_for_resume() {
     assert!(rl.resume().is_ok());
     drop(rl);
 }
+
+/// `KVM_EXIT_DIRTY_RING_FULL`.
+const DIRTY_RING_FULL: u32 = 31;
+
+fn run_with(s: Scripted, buses: Buses<X86_64>) -> Vec<VcpuEvent> {
+    let (rl, rx) = RunLoop::start(vec![s], Arc::new(buses)).unwrap();
+    let mut out = Vec::new();
+    while let Ok(r) = rx.recv_timeout(Duration::from_secs(10)) {
+        let fin = r.event.is_final();
+        out.push(r.event);
+        if fin {
+            break;
+        }
+    }
+    drop(rl);
+    out
+}
+
+fn pio_buses() -> Buses<X86_64> {
+    Buses::new(MmioBus::new(), PortIoBus::new().into())
+}
+
+#[test]
+fn dirty_ring_full_without_hook_ends_the_vcpu() {
+    // The HLT after the full ring must never be reached: re-entering with a
+    // full ring would only exit again.
+    let ev = run_with(
+        script(vec![area(DIRTY_RING_FULL, &[]), area(5, &[])]),
+        pio_buses(),
+    );
+    match &ev[..] {
+        [VcpuEvent::DirtyRingFull { reason }] => {
+            assert_eq!(reason, kvmkit_runloop::NO_DIRTY_RING_HOOK);
+            assert_eq!(reason, "dirty ring full but nothing harvests it");
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn dirty_ring_full_calls_the_hook_then_runs_on() {
+    use std::sync::Mutex;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let buses = pio_buses().with_dirty_ring_full(Arc::new(move |vcpu| {
+        seen.lock().unwrap().push(vcpu);
+        Ok(())
+    }));
+    let ev = run_with(
+        script(vec![
+            area(DIRTY_RING_FULL, &[]),
+            area(DIRTY_RING_FULL, &[]),
+            area(5, &[]),
+        ]),
+        buses,
+    );
+    // No event for a handled full ring: the next one is the HLT.
+    assert!(matches!(ev[..], [VcpuEvent::Halted]), "{ev:?}");
+    assert_eq!(*calls.lock().unwrap(), vec![VcpuId(7), VcpuId(7)]);
+}
+
+#[test]
+fn dirty_ring_hook_failure_is_a_final_event_with_its_causes() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("harvesting the rings failed")]
+    struct Outer(#[source] std::io::Error);
+    let buses = pio_buses().with_dirty_ring_full(Arc::new(|vcpu| {
+        Err(Box::new(Outer(std::io::Error::other(format!(
+            "KVM_RESET_DIRTY_RINGS failed for vCPU {vcpu}"
+        )))))
+    }));
+    let ev = run_with(
+        script(vec![area(DIRTY_RING_FULL, &[]), area(5, &[])]),
+        buses,
+    );
+    match &ev[..] {
+        [VcpuEvent::DirtyRingFull { reason }] => assert_eq!(
+            reason,
+            "harvesting the rings failed: KVM_RESET_DIRTY_RINGS failed for vCPU 7"
+        ),
+        e => panic!("{e:?}"),
+    }
+}
