@@ -4,6 +4,7 @@
 //! hosts `/dev/kvm` does not speak PowerPC and the tests only reach these
 //! through non-KVM file descriptors (errors naming the ioctl).
 
+use crate::dirty::DirtySlots;
 use crate::exit::PpcExit;
 use crate::ioctls::*;
 use crate::irq::PpcIrqChip;
@@ -95,6 +96,7 @@ pub struct PpcVm {
     fd: Arc<OwnedFd>,
     vm_type: VmType,
     irqchip: OnceLock<Option<Arc<PpcIrqChip>>>,
+    dirty_slots: DirtySlots,
 }
 
 impl PpcVm {
@@ -111,6 +113,11 @@ impl PpcVm {
     /// The VM descriptor, for ioctls this crate does not wrap.
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    /// The slot sizes `KVM_GET_DIRTY_LOG` is checked against.
+    pub(crate) fn dirty_slots(&self) -> &DirtySlots {
+        &self.dirty_slots
     }
 
     /// Wraps `KVM_PPC_RTAS_DEFINE_TOKEN`: KVM itself handles RTAS service
@@ -215,6 +222,7 @@ impl Arch for Ppc64 {
             fd: Arc::new(sys::owned_fd(raw)),
             vm_type,
             irqchip: OnceLock::new(),
+            dirty_slots: DirtySlots::default(),
         })
     }
 
@@ -250,10 +258,13 @@ impl Arch for Ppc64 {
             memory_size: r.memory_size,
             userspace_addr: r.userspace_addr,
         };
-        // SAFETY: the caller guarantees the host range stays mapped while the
-        // slot exists (the contract of `Arch::set_user_memory_region`).
-        unsafe { sys::set_user_memory_region(vm.fd.as_fd(), &region) }
-            .map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))
+        // The slot's size is recorded for `DirtyLogArch::get_dirty_log`.
+        vm.dirty_slots.update(region.slot, region.memory_size, || {
+            // SAFETY: the caller guarantees the host range stays mapped while
+            // the slot exists (the contract of `Arch::set_user_memory_region`).
+            unsafe { sys::set_user_memory_region(vm.fd.as_fd(), &region) }
+                .map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))
+        })
     }
 
     fn create_vcpu(sys: &PpcSystem, vm: &PpcVm, id: VcpuId) -> Result<PpcVcpu> {
@@ -505,7 +516,7 @@ impl Arch for Ppc64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{decode_exit, IrqchipKind, KVM_RUN_MIN_LEN};
     use vm_memory::{GuestAddress, GuestMemoryMmap};
@@ -527,16 +538,18 @@ mod tests {
         }
     }
 
-    fn fake_vm(vm_type: VmType) -> PpcVm {
+    /// A VM over /dev/null: every ioctl fails (ENOTTY).
+    pub(crate) fn fake_vm(vm_type: VmType) -> PpcVm {
         PpcVm {
             fd: Arc::new(dev("/dev/null")),
             vm_type,
             irqchip: OnceLock::new(),
+            dirty_slots: DirtySlots::default(),
         }
     }
 
     /// A vCPU over /dev/zero: the mapping works, every ioctl fails (ENOTTY).
-    fn fake_vcpu() -> PpcVcpu {
+    pub(crate) fn fake_vcpu() -> PpcVcpu {
         let fd = dev("/dev/zero");
         let run = RunMap::new(fd.as_fd(), 4096).unwrap();
         PpcVcpu { fd, run }

@@ -21,6 +21,35 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// `KVM_ENABLE_CAP` of a capability failed.
+    #[error("KVM_ENABLE_CAP({cap}) failed")]
+    EnableCap {
+        /// The capability, e.g. `KVM_CAP_DIRTY_LOG_RING`.
+        cap: &'static str,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// A dirty-log bitmap is shorter than what the kernel would access;
+    /// refused before the kernel is called.
+    #[error("{ioctl} for slot {slot} needs a bitmap of {needed} words, the buffer has {len}")]
+    DirtyBitmapTooShort {
+        /// `KVM_GET_DIRTY_LOG` or `KVM_CLEAR_DIRTY_LOG`.
+        ioctl: &'static str,
+        /// The slot id.
+        slot: u32,
+        /// The words the kernel would write or read.
+        needed: usize,
+        /// The words given.
+        len: usize,
+    },
+    /// `KVM_GET_DIRTY_LOG` of a slot not set through this VM: its size, and
+    /// so the bitmap the kernel writes, is unknown.
+    #[error("KVM_GET_DIRTY_LOG for slot {slot}: no such slot was set through this VM")]
+    DirtyLogUnknownSlot {
+        /// The slot id.
+        slot: u32,
+    },
     /// Mapping a vCPU's `kvm_run` area failed.
     #[error("cannot map the kvm_run area of vCPU {vcpu} ({len} bytes)")]
     MapKvmRun {
@@ -93,7 +122,7 @@ impl Error {
     /// ```
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::Ioctl { source, .. } => source.raw_os_error(),
+            Error::Ioctl { source, .. } | Error::EnableCap { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

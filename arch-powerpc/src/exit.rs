@@ -355,6 +355,9 @@ pub fn decode_exit(run: &mut [u8]) -> Result<VcpuExit<'_, Ppc64>, DecodeError> {
         KVM_EXIT_SHUTDOWN => VcpuExit::Shutdown,
         KVM_EXIT_INTR => VcpuExit::Interrupted,
         KVM_EXIT_IRQ_WINDOW_OPEN => VcpuExit::IrqWindowOpen,
+        // Never written by PowerPC's KVM today (no dirty ring), but the
+        // number is generic and the exit carries no data.
+        KVM_EXIT_DIRTY_RING_FULL => VcpuExit::DirtyRingFull,
         KVM_EXIT_FAIL_ENTRY => VcpuExit::FailEntry {
             reason: u64_at(run, FAIL_REASON),
             cpu: u32_at(run, FAIL_CPU),
@@ -583,6 +586,7 @@ mod tests {
             (KVM_EXIT_SHUTDOWN, "Shutdown"),
             (KVM_EXIT_INTR, "Interrupted"),
             (KVM_EXIT_IRQ_WINDOW_OPEN, "IrqWindowOpen"),
+            (KVM_EXIT_DIRTY_RING_FULL, "DirtyRingFull"),
         ] {
             let mut run = area(reason);
             assert_eq!(format!("{:?}", decode_exit(&mut run).unwrap()), check);
@@ -644,6 +648,19 @@ mod tests {
         assert!(matches!(
             decode_exit(&mut run).unwrap(),
             VcpuExit::Unknown { reason: 999 }
+        ));
+    }
+
+    #[test]
+    fn decodes_dirty_ring_full_from_a_kernel_area() {
+        // exit_reason 31 at offset 8 in host (ppc64le: little-endian)
+        // order, the rest of the area as KVM left it from an earlier exit.
+        let mut run = vec![0xa5u8; KVM_RUN_MIN_LEN];
+        run[8..12].copy_from_slice(&31u32.to_ne_bytes());
+        assert_eq!(KVM_EXIT_DIRTY_RING_FULL, 31);
+        assert!(matches!(
+            decode_exit(&mut run).unwrap(),
+            VcpuExit::DirtyRingFull
         ));
     }
 

@@ -2,6 +2,7 @@
 
 use crate::uapi::*;
 use crate::{fpr, ioctl_numbers, vr, vsr};
+use kvmkit_core::{DirtyGfn, MemoryFlags};
 use std::collections::BTreeMap;
 use std::mem::{align_of, offset_of, size_of, size_of_val};
 
@@ -80,6 +81,9 @@ zero_for_facts! {
     kvm_userspace_memory_region = kvm_userspace_memory_region {
         slot: 0, flags: 0, guest_phys_addr: 0, memory_size: 0, userspace_addr: 0 };
     kvm_rtas_token_args = kvm_rtas_token_args { name: [0; 120], token: 0 };
+    kvm_dirty_log = kvm_dirty_log { slot: 0, padding1: 0, dirty_bitmap: 0 };
+    kvm_clear_dirty_log = kvm_clear_dirty_log { slot: 0, num_pages: 0, first_page: 0, dirty_bitmap: 0 };
+    DirtyGfn = DirtyGfn { flags: 0, slot: 0, offset: 0 };
 }
 
 /// Every UAPI fact this crate relies on, keyed by the kernel's name, as the
@@ -285,8 +289,60 @@ pub fn uapi_facts() -> BTreeMap<String, u64> {
             "memory_size" => memory_size, "userspace_addr" => userspace_addr,
         }
         kvm_rtas_token_args { "name" => name, "token" => token }
+        kvm_dirty_log { "slot" => slot, "padding1" => padding1, "dirty_bitmap" => dirty_bitmap }
+        kvm_clear_dirty_log {
+            "slot" => slot, "num_pages" => num_pages, "first_page" => first_page,
+            "dirty_bitmap" => dirty_bitmap,
+        }
     }
+    dirty_log_facts(m);
     map
+}
+
+/// The dirty-log facts that are not this crate's own definitions: the
+/// other member of the bitmap unions, `struct kvm_dirty_gfn` and the
+/// dirty-log constants of `kvmkit_core`, which the portable dirty-log code
+/// uses on every architecture, and the memory-slot flag that turns logging
+/// on.
+fn dirty_log_facts(m: &mut BTreeMap<String, u64>) {
+    // `__u64 padding2` shares its 8 bytes with the bitmap pointer.
+    for (ty, at) in [
+        ("kvm_dirty_log", offset_of!(kvm_dirty_log, dirty_bitmap)),
+        (
+            "kvm_clear_dirty_log",
+            offset_of!(kvm_clear_dirty_log, dirty_bitmap),
+        ),
+    ] {
+        field(m, format!("{ty}.padding2"), at, 8);
+    }
+    layout::<DirtyGfn>(m, "kvm_dirty_gfn");
+    fields!(m, "kvm_dirty_gfn", 0, DirtyGfn {
+        "flags" => flags, "slot" => slot, "offset" => offset,
+    });
+    for (name, value) in [
+        (
+            "KVM_DIRTY_GFN_F_DIRTY",
+            u64::from(kvmkit_core::DIRTY_GFN_F_DIRTY),
+        ),
+        (
+            "KVM_DIRTY_GFN_F_RESET",
+            u64::from(kvmkit_core::DIRTY_GFN_F_RESET),
+        ),
+        (
+            "KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE",
+            kvmkit_core::MANUAL_PROTECT_ENABLE,
+        ),
+        (
+            "KVM_DIRTY_LOG_INITIALLY_SET",
+            kvmkit_core::MANUAL_PROTECT_INITIALLY_SET,
+        ),
+        (
+            "KVM_MEM_LOG_DIRTY_PAGES",
+            u64::from(MemoryFlags::LOG_DIRTY_PAGES.bits()),
+        ),
+    ] {
+        m.insert(name.to_string(), value);
+    }
 }
 
 impl ZeroForFacts for kvm_run_debug {
@@ -314,5 +370,16 @@ mod tests {
         assert_eq!(f["KVM_CAP_PPC_PAPR"], 68);
         assert!(f.keys().all(|k| !k.contains("_pad")));
         assert!(f.len() > 400, "{}", f.len());
+        // The dirty log: PowerPC numbers, generic layouts, no ring.
+        assert_eq!(f["KVM_GET_DIRTY_LOG"], 0x8010_ae42);
+        assert_eq!(f["KVM_CLEAR_DIRTY_LOG"], 0xc018_aec0);
+        assert_eq!(f["KVM_RESET_DIRTY_RINGS"], 0x2000_aec7);
+        assert_eq!(f["kvm_dirty_log.size"], 16);
+        assert_eq!(f["kvm_dirty_log.padding2.offset"], 8);
+        assert_eq!(f["kvm_clear_dirty_log.dirty_bitmap.offset"], 16);
+        assert_eq!(f["kvm_dirty_gfn.offset.offset"], 8);
+        assert_eq!(f["KVM_EXIT_DIRTY_RING_FULL"], 31);
+        assert_eq!(f["KVM_DIRTY_LOG_PAGE_OFFSET"], 0);
+        assert_eq!(f["KVM_CAP_DIRTY_LOG_RING"], 192);
     }
 }

@@ -7,8 +7,9 @@
 //! ppc64le header by `tests/uapi.rs`.
 
 use crate::uapi::{
-    kvm_create_device, kvm_device_attr, kvm_enable_cap, kvm_fpu, kvm_guest_debug, kvm_irq_level,
-    kvm_irqfd, kvm_one_reg, kvm_regs, kvm_rtas_token_args, kvm_sregs, kvm_userspace_memory_region,
+    kvm_clear_dirty_log, kvm_create_device, kvm_device_attr, kvm_dirty_log, kvm_enable_cap,
+    kvm_fpu, kvm_guest_debug, kvm_irq_level, kvm_irqfd, kvm_one_reg, kvm_regs, kvm_rtas_token_args,
+    kvm_sregs, kvm_userspace_memory_region,
 };
 use std::mem::size_of;
 
@@ -85,6 +86,9 @@ ioctls! {
     KVM_GET_VCPU_MMAP_SIZE = io(0x04);
     /// `_IO(KVMIO, 0x41)`
     KVM_CREATE_VCPU = io(0x41);
+    /// `_IOW(KVMIO, 0x42, struct kvm_dirty_log)`: the kernel reads the
+    /// struct and writes the slot's bitmap through its pointer.
+    KVM_GET_DIRTY_LOG = iow::<kvm_dirty_log>(0x42);
     /// `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`
     KVM_SET_USER_MEMORY_REGION = iow::<kvm_userspace_memory_region>(0x46);
     /// `_IOW(KVMIO, 0x61, struct kvm_irq_level)`
@@ -119,6 +123,12 @@ ioctls! {
     KVM_GET_ONE_REG = iow::<kvm_one_reg>(0xab);
     /// `_IOW(KVMIO, 0xac, struct kvm_one_reg)`
     KVM_SET_ONE_REG = iow::<kvm_one_reg>(0xac);
+    /// `_IOWR(KVMIO, 0xc0, struct kvm_clear_dirty_log)`: refused by
+    /// PowerPC's KVM (`ENOTTY`, no `KVM_GENERIC_DIRTYLOG_READ_PROTECT`).
+    KVM_CLEAR_DIRTY_LOG = iowr::<kvm_clear_dirty_log>(0xc0);
+    /// `_IO(KVMIO, 0xc7)`: refused by PowerPC's KVM (`EINVAL`: no dirty
+    /// ring can be enabled).
+    KVM_RESET_DIRTY_RINGS = io(0xc7);
     /// `_IOWR(KVMIO, 0xe0, struct kvm_create_device)`
     KVM_CREATE_DEVICE = iowr::<kvm_create_device>(0xe0);
     /// `_IOW(KVMIO, 0xe1, struct kvm_device_attr)`
@@ -142,8 +152,13 @@ mod tests {
         // _IOW(KVMIO, 0xab, 16 bytes): WRITE=4 at bit 29.
         assert_eq!(KVM_GET_ONE_REG, 0x8010_aeab);
         assert_eq!(KVM_CREATE_DEVICE, 0xc00c_aee0);
+        // The dirty-log ioctls: x86 and s390x have 0x4010ae42, 0xc018aec0
+        // and 0xaec7.
+        assert_eq!(KVM_GET_DIRTY_LOG, 0x8010_ae42);
+        assert_eq!(KVM_CLEAR_DIRTY_LOG, 0xc018_aec0);
+        assert_eq!(KVM_RESET_DIRTY_RINGS, 0x2000_aec7);
         let n = ioctl_numbers();
-        assert_eq!(n.len(), 25);
+        assert_eq!(n.len(), 28);
         let mut seen = std::collections::HashSet::new();
         assert!(n.iter().all(|(_, v)| seen.insert(*v)), "numbers are unique");
     }

@@ -4,6 +4,7 @@ mod arch;
 mod boot;
 mod config;
 mod debug;
+mod dirty;
 mod elf;
 mod error;
 mod exit;

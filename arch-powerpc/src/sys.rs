@@ -8,12 +8,14 @@
 //! these only on non-KVM file descriptors, where the kernel answers `ENOTTY`.
 
 use crate::ioctls::{
-    IOC_NONE, IOC_READ, IOC_WRITE, KVM_GET_ONE_REG, KVM_HAS_DEVICE_ATTR, KVM_SET_DEVICE_ATTR,
-    KVM_SET_ONE_REG, KVM_SET_USER_MEMORY_REGION,
+    IOC_NONE, IOC_READ, IOC_WRITE, KVM_CLEAR_DIRTY_LOG, KVM_GET_DIRTY_LOG, KVM_GET_ONE_REG,
+    KVM_HAS_DEVICE_ATTR, KVM_RESET_DIRTY_RINGS, KVM_SET_DEVICE_ATTR, KVM_SET_ONE_REG,
+    KVM_SET_USER_MEMORY_REGION,
 };
 use crate::uapi::{
-    kvm_create_device, kvm_device_attr, kvm_enable_cap, kvm_guest_debug, kvm_irq_level, kvm_irqfd,
-    kvm_one_reg, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
+    kvm_clear_dirty_log, kvm_create_device, kvm_device_attr, kvm_dirty_log, kvm_enable_cap,
+    kvm_guest_debug, kvm_irq_level, kvm_irqfd, kvm_one_reg, kvm_regs, kvm_sregs,
+    kvm_userspace_memory_region,
 };
 use std::io;
 use std::mem::size_of;
@@ -38,9 +40,13 @@ unsafe impl Plain for kvm_regs {}
 unsafe impl Plain for kvm_sregs {}
 // SAFETY: integers only; KVM_SET_GUEST_DEBUG copies the struct.
 unsafe impl Plain for kvm_guest_debug {}
-// SAFETY: integers only; the capabilities this crate enables (PAPR,
+// SAFETY: integers only; the vCPU capabilities this crate enables (PAPR,
 // IRQ_XICS, PPC_IRQ_XIVE) take integers and file descriptor numbers in
-// `args`, never addresses.
+// `args`, never addresses. On a VM fd, `DirtyLogArch::enable_vm_cap` passes
+// any capability with the caller's `args`: every VM capability PowerPC's
+// KVM accepts (the generic HALT_POLL, MANUAL_DIRTY_LOG_PROTECT2 and
+// DIRTY_LOG_RING*, which it refuses, and PPC_ENABLE_HCALL, PPC_SMT,
+// PPC_NESTED_HV, PPC_SECURE_GUEST, PPC_DAWR1) reads them as integers too.
 unsafe impl Plain for kvm_enable_cap {}
 // SAFETY: two u32; KVM_IRQ_LINE copies the struct.
 unsafe impl Plain for kvm_irq_level {}
@@ -235,6 +241,84 @@ pub(crate) unsafe fn set_user_memory_region(
     Ok(())
 }
 
+/// The host's page size, the unit of KVM's memory slots and dirty bitmaps:
+/// 64 KiB on most ppc64 distributions, 4 KiB on others. 4 KiB (the
+/// smallest Linux page, so the largest bitmap) if `sysconf` fails.
+pub(crate) fn host_page_size() -> u64 {
+    // SAFETY: sysconf only reads a configuration value; it touches no
+    // memory of this process.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n)
+        .ok()
+        .filter(|n| n.is_power_of_two())
+        .unwrap_or(4096)
+}
+
+/// Wraps `KVM_GET_DIRTY_LOG`: the kernel copies the bitmap of `slot` into
+/// `bitmap`, as it keeps it (see `crate::dirty`).
+///
+/// # Safety
+///
+/// `bitmap` must have at least the slot's `ceil(npages / 64)` words
+/// (`npages` in host pages): the kernel writes that many and does not know
+/// the buffer's length.
+pub(crate) unsafe fn get_dirty_log(
+    fd: BorrowedFd<'_>,
+    slot: u32,
+    bitmap: &mut [u64],
+) -> io::Result<()> {
+    let log = kvm_dirty_log {
+        slot,
+        padding1: 0,
+        dirty_bitmap: bitmap.as_mut_ptr() as u64,
+    };
+    let p: *const kvm_dirty_log = &log;
+    // SAFETY: `log` is a valid kvm_dirty_log of the size KVM_GET_DIRTY_LOG
+    // encodes, only read by the kernel; it writes the slot's bitmap at
+    // `log.dirty_bitmap`, which is `bitmap`, exclusively borrowed for the
+    // call and at least that long (the caller's contract above).
+    ret(unsafe { libc::ioctl(fd.as_raw_fd(), libc::c_ulong::from(KVM_GET_DIRTY_LOG), p) })?;
+    Ok(())
+}
+
+/// Wraps `KVM_CLEAR_DIRTY_LOG` for `num_pages` pages of `slot` from
+/// `first_page`; `bitmap` must cover them (`EINVAL` before the kernel is
+/// called otherwise).
+pub(crate) fn clear_dirty_log(
+    fd: BorrowedFd<'_>,
+    slot: u32,
+    first_page: u64,
+    num_pages: u32,
+    bitmap: &[u64],
+) -> io::Result<()> {
+    if bitmap_words(num_pages) > bitmap.len() {
+        return Err(einval("dirty bitmap shorter than num_pages"));
+    }
+    let log = kvm_clear_dirty_log {
+        slot,
+        num_pages,
+        first_page,
+        dirty_bitmap: bitmap.as_ptr() as u64,
+    };
+    let p: *const kvm_clear_dirty_log = &log;
+    // SAFETY: `log` is a valid kvm_clear_dirty_log of the encoded size; the
+    // kernel only reads `ceil(num_pages / 64)` words at `log.dirty_bitmap`,
+    // and `bitmap` has at least that many (checked above) for the call.
+    ret(unsafe { libc::ioctl(fd.as_raw_fd(), libc::c_ulong::from(KVM_CLEAR_DIRTY_LOG), p) })?;
+    Ok(())
+}
+
+/// The words of a bitmap of `num_pages` bits.
+pub(crate) fn bitmap_words(num_pages: u32) -> usize {
+    usize::try_from(num_pages.div_ceil(64)).unwrap_or(usize::MAX)
+}
+
+/// Wraps `KVM_RESET_DIRTY_RINGS`: how many ring entries were reset.
+pub(crate) fn reset_dirty_rings(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let n = ioctl_val(fd, KVM_RESET_DIRTY_RINGS, 0)?;
+    Ok(n.unsigned_abs())
+}
+
 /// A vCPU's shared `kvm_run` mapping, unmapped on drop.
 #[derive(Debug)]
 pub(crate) struct RunMap {
@@ -328,6 +412,28 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
         let e = set_one_reg(f.as_fd(), id, &big).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+    }
+
+    #[test]
+    fn dirty_log_calls_check_their_bitmaps_first() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        // 65 pages need 2 words: one is refused before the kernel.
+        let e = clear_dirty_log(f.as_fd(), 0, 0, 65, &[0]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let e = clear_dirty_log(f.as_fd(), 0, 0, 65, &[0, 0]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        assert_eq!(bitmap_words(0), 0);
+        assert_eq!(bitmap_words(64), 1);
+        assert_eq!(bitmap_words(u32::MAX), 1 << 26);
+        let mut bitmap = [0u64; 4];
+        // SAFETY: /dev/null is not a VM fd: the kernel answers ENOTTY and
+        // writes nothing.
+        let e = unsafe { get_dirty_log(f.as_fd(), 0, &mut bitmap) }.unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        let e = reset_dirty_rings(f.as_fd()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        let page = host_page_size();
+        assert!(page.is_power_of_two() && page >= 4096, "{page}");
     }
 
     #[test]

@@ -34,6 +34,7 @@ named! {
         KVM_EXIT_WATCHDOG = 21,
         KVM_EXIT_EPR = 23,
         KVM_EXIT_SYSTEM_EVENT = 24,
+        KVM_EXIT_DIRTY_RING_FULL = 31,
     }
 }
 
@@ -136,6 +137,11 @@ named! {
         KVM_RUN_PPC_NMI_DISP_FULLY_RECOV = 1,
         KVM_RUN_PPC_NMI_DISP_LIMITED_RECOV = 2,
         KVM_RUN_PPC_NMI_DISP_NOT_RECOV = 3,
+        /// 0 on PowerPC: `asm/kvm.h` does not define it, so `linux/kvm.h`
+        /// falls back to 0, which is how the kernel says this architecture
+        /// has no dirty ring (`KVM_CAP_DIRTY_LOG_RING` is refused). Not
+        /// `kvmkit_core::DIRTY_LOG_PAGE_OFFSET` (64, x86's value).
+        KVM_DIRTY_LOG_PAGE_OFFSET = 0,
     }
 }
 
@@ -177,6 +183,9 @@ pub const CAPABILITIES: &[Capability] = &[
     Capability::IRQ_XICS,
     Capability::PPC_IRQ_XIVE,
     Capability::IMMEDIATE_EXIT,
+    Capability::MANUAL_DIRTY_LOG_PROTECT2,
+    Capability::DIRTY_LOG_RING,
+    Capability::DIRTY_LOG_RING_ACQ_REL,
     CAP_PPC_OSI,
     CAP_PPC_GET_PVINFO,
     CAP_PPC_IRQ_LEVEL,

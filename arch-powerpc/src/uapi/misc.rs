@@ -105,3 +105,28 @@ pub struct kvm_rtas_token_args {
     pub token: u64,
 }
 const _: () = assert!(size_of::<kvm_rtas_token_args>() == 128);
+
+/// `struct kvm_dirty_log` (`KVM_GET_DIRTY_LOG`): `dirty_bitmap` is the
+/// user address of the bitmap (in C a union of `void *` and `__u64
+/// padding2`, 8 bytes on ppc64 either way).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct kvm_dirty_log {
+    pub slot: u32,
+    pub padding1: u32,
+    pub dirty_bitmap: u64,
+}
+const _: () = assert!(size_of::<kvm_dirty_log>() == 16 && align_of::<kvm_dirty_log>() == 8);
+
+/// `struct kvm_clear_dirty_log` (`KVM_CLEAR_DIRTY_LOG`): `dirty_bitmap` as
+/// in [`kvm_dirty_log`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct kvm_clear_dirty_log {
+    pub slot: u32,
+    pub num_pages: u32,
+    pub first_page: u64,
+    pub dirty_bitmap: u64,
+}
+const _: () =
+    assert!(size_of::<kvm_clear_dirty_log>() == 24 && align_of::<kvm_clear_dirty_log>() == 8);
