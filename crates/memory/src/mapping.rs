@@ -5,13 +5,19 @@ use vm_memory::bitmap::NewBitmap;
 use vm_memory::{GuestRegionMmap, MmapRegion, VolatileMemory};
 
 /// Maps the host memory of a region that passed `rules::check_region`:
-/// private anonymous memory, or the caller's file shared.
+/// private anonymous memory, or the caller's file shared or private.
 pub(crate) fn map<B: NewBitmap>(config: &RegionConfig) -> Result<GuestRegionMmap<B>> {
     let (gpa, len) = (config.gpa.0, config.len);
     let size = usize::try_from(len).expect("vm-memory builds only for 64-bit hosts");
     let mmap = match &config.backing {
         Backing::Anonymous => MmapRegion::<B>::new(size),
         Backing::File(f) => MmapRegion::<B>::from_file(f.clone(), size),
+        Backing::FilePrivate(f) => MmapRegion::<B>::build(
+            Some(f.clone()),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+        ),
     }
     .map_err(|source| Error::MapRegion { gpa, len, source })?;
     Ok(GuestRegionMmap::new(mmap, config.gpa)

@@ -25,6 +25,11 @@ pub enum Backing {
     /// writes reach the file, which makes it usable for snapshots and for
     /// sharing guest RAM with another process (memfd).
     File(FileOffset),
+    /// A private copy-on-write mapping of a caller's file (`MAP_PRIVATE`):
+    /// the guest's first read of a page faults it in from the file, its
+    /// writes stay in this process and never reach the file. Restoring a
+    /// snapshot maps its memory file this way: nothing is read up front.
+    FilePrivate(FileOffset),
 }
 
 /// A region to add to a [`crate::SlotTable`]: where it goes, how big it is,
@@ -61,6 +66,18 @@ impl RegionConfig {
             len,
             flags: MemoryFlags::NONE,
             backing: Backing::Anonymous,
+        }
+    }
+
+    /// `len` bytes of `file` from its offset, mapped private (copy-on-write)
+    /// at `gpa`: pages are read from the file when the guest first touches
+    /// them; writes stay in memory.
+    pub fn file_private(gpa: GuestAddress, len: u64, file: FileOffset) -> Self {
+        RegionConfig {
+            gpa,
+            len,
+            flags: MemoryFlags::NONE,
+            backing: Backing::FilePrivate(file),
         }
     }
 
@@ -165,6 +182,12 @@ impl<B: Bitmap> Slot<B> {
     /// The backing file and offset, for file-backed slots.
     pub fn file_offset(&self) -> Option<&FileOffset> {
         self.region.file_offset()
+    }
+
+    /// True for a private (copy-on-write) file mapping, see
+    /// [`Backing::FilePrivate`].
+    pub fn is_private_file(&self) -> bool {
+        self.file_offset().is_some() && self.region.flags() & libc::MAP_PRIVATE != 0
     }
 
     /// The vm-memory region: host access, its dirty bitmap `B`.

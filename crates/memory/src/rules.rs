@@ -58,7 +58,7 @@ pub(crate) fn check_region<B: Bitmap>(
             slot_end: s.end().0,
         });
     }
-    if let Backing::File(f) = &config.backing {
+    if let Backing::File(f) | Backing::FilePrivate(f) = &config.backing {
         check_file(f, gpa, len, page_size)?;
     }
     Ok(())

@@ -362,18 +362,23 @@ impl<A: Arch, B: NewBitmap + 'static> SlotTable<A, B> {
     /// ```
     pub fn resize(&mut self, id: SlotId, len: u64) -> Result<()> {
         let gpa = *self.ids.get(&id).ok_or(Error::UnknownSlot { slot: id })?;
-        let (flags, file, registered) = {
+        let (flags, backing, registered) = {
             let old = &self.by_gpa[&gpa];
             if old.len() == len {
                 return Ok(());
             }
-            (old.flags, old.file_offset().cloned(), old.registered)
+            let backing = match old.file_offset().cloned() {
+                None => Backing::Anonymous,
+                Some(f) if old.is_private_file() => Backing::FilePrivate(f),
+                Some(f) => Backing::File(f),
+            };
+            (old.flags, backing, old.registered)
         };
         let config = RegionConfig {
             gpa: GuestAddress(gpa),
             len,
             flags,
-            backing: file.map_or(Backing::Anonymous, Backing::File),
+            backing,
         };
         check_region(&config, self.page_size, &self.by_gpa, Some(id))?;
         let mut new = Slot {
@@ -391,7 +396,9 @@ impl<A: Arch, B: NewBitmap + 'static> SlotTable<A, B> {
             kvm::delete(vm, old)?;
             old.registered = false;
         }
-        if matches!(config.backing, Backing::Anonymous) {
+        // Shared files keep their contents in the file; anonymous and
+        // private mappings have them only in this process.
+        if !matches!(config.backing, Backing::File(_)) {
             copy_contents(old, &new)?;
         }
         if let Some(vm) = vm {

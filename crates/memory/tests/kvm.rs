@@ -517,3 +517,59 @@ fn kvm_resized_slot_keeps_its_contents() {
     assert_eq!(step(&mut vcpu, 0), Seen::Hlt);
     assert_eq!(mem.read_obj::<u8>(GuestAddress(0x1_2000)).unwrap(), 0x4d);
 }
+
+#[test]
+fn kvm_private_file_slot_is_copy_on_write() {
+    let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else {
+        return;
+    };
+    let tmp = TempFile::new().unwrap();
+    let file = tmp.as_file();
+    file.set_len(0x3000).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(file, &[0x5e], 0x1000).unwrap();
+    let vm = new_vm(&kvm);
+    let mut table = SlotTable::for_vm(vm.clone()).unwrap();
+    table
+        .add(RegionConfig::anonymous(GuestAddress(0), 0x1_0000))
+        .unwrap();
+    // The file's second page at guest 0x20000, privately.
+    let fo = FileOffset::new(file.try_clone().unwrap(), 0x1000);
+    let id = table
+        .add(RegionConfig::file_private(
+            GuestAddress(0x2_0000),
+            0x1000,
+            fo,
+        ))
+        .unwrap();
+    assert!(table.slot(id).unwrap().is_private_file());
+    let mem = table.guest_memory();
+    write_code(
+        &*mem,
+        &[
+            0xb8, 0x00, 0x20, // mov ax, 0x2000
+            0x8e, 0xd8, //       mov ds, ax     ; ds base 0x20000: the file's page
+            0xa0, 0x00, 0x00, // mov al, [0]
+            0xe6, 0x80, //       out 0x80, al
+            0xfe, 0xc0, //       inc al
+            0xa2, 0x01, 0x00, // mov [1], al
+            0xf4, //             hlt
+        ],
+    );
+    let mut vcpu = vcpu_at_code(&vm, &*mem);
+    assert_eq!(step(&mut vcpu, 0), Seen::Out(0x80, vec![0x5e]));
+    assert_eq!(step(&mut vcpu, 0), Seen::Hlt);
+    // The guest saw its write; the file did not get it.
+    assert_eq!(mem.read_obj::<u8>(GuestAddress(0x2_0001)).unwrap(), 0x5f);
+    let mut back = [0u8; 2];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut back, 0x1000).unwrap();
+    assert_eq!(back, [0x5e, 0x00]);
+    // Growing keeps the private contents (they exist only in this process)
+    // and stays private.
+    table.resize(id, 0x2000).unwrap();
+    let slot = table.slot(id).unwrap();
+    assert!(slot.is_private_file() && slot.is_registered());
+    let mem = table.guest_memory();
+    assert_eq!(mem.read_obj::<u8>(GuestAddress(0x2_0001)).unwrap(), 0x5f);
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut back, 0x1000).unwrap();
+    assert_eq!(back, [0x5e, 0x00]);
+}
