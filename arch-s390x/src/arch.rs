@@ -4,6 +4,7 @@
 //! is compiled and type-checked on every host, and runs only on an s390x
 //! host with KVM (none was available to this project: see the README).
 
+use crate::dirty::DirtySlots;
 use crate::exit::{off, KVM_RUN_SIZE};
 use crate::sys::{self, RunMapping};
 use crate::uapi::{
@@ -64,11 +65,26 @@ impl AsRawFd for S390System {
 #[derive(Debug)]
 pub struct S390Vm {
     fd: File,
+    dirty_slots: DirtySlots,
 }
 
 impl S390Vm {
     pub(crate) fn file(&self) -> &File {
         &self.fd
+    }
+
+    /// The slot sizes `KVM_GET_DIRTY_LOG` is checked against.
+    pub(crate) fn dirty_slots(&self) -> &DirtySlots {
+        &self.dirty_slots
+    }
+
+    /// A VM over any file, for tests of the calls that reach the kernel.
+    #[cfg(test)]
+    pub(crate) fn from_file(fd: File) -> S390Vm {
+        S390Vm {
+            fd,
+            dirty_slots: DirtySlots::default(),
+        }
     }
 }
 
@@ -219,7 +235,10 @@ impl Arch for S390x {
         // guest's address space; see `S390Exit::Ucontrol`).
         let ty = u64::from(config.ucontrol);
         let fd = sys::create_vm(&sys.kvm, ty).map_err(Error::ioctl("KVM_CREATE_VM"))?;
-        Ok(S390Vm { fd })
+        Ok(S390Vm {
+            fd,
+            dirty_slots: DirtySlots::default(),
+        })
     }
 
     fn vm_check_extension(vm: &S390Vm, cap: Capability) -> i32 {
@@ -247,10 +266,13 @@ impl Arch for S390x {
             memory_size: r.memory_size,
             userspace_addr: r.userspace_addr,
         };
-        // SAFETY: the caller guarantees the host range stays mapped while the
-        // slot exists (the contract of `Arch::set_user_memory_region`).
-        unsafe { sys::set_user_memory_region(&vm.fd, &region) }
-            .map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))
+        // The slot's size is recorded for `DirtyLogArch::get_dirty_log`.
+        vm.dirty_slots.update(region.slot, region.memory_size, || {
+            // SAFETY: the caller guarantees the host range stays mapped while
+            // the slot exists (the contract of `Arch::set_user_memory_region`).
+            unsafe { sys::set_user_memory_region(&vm.fd, &region) }
+                .map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))
+        })
     }
 
     fn create_vcpu(sys: &S390System, vm: &S390Vm, id: VcpuId) -> Result<S390Vcpu> {
@@ -437,7 +459,7 @@ mod tests {
                 kvm: f(),
                 run_len: 4096,
             },
-            S390Vm { fd: f() },
+            S390Vm::from_file(f()),
         )
     }
 

@@ -27,6 +27,35 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// `KVM_ENABLE_CAP` of a capability failed.
+    #[error("KVM_ENABLE_CAP({cap}) failed")]
+    EnableCap {
+        /// The capability, e.g. `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2`.
+        cap: &'static str,
+        /// The errno.
+        #[source]
+        source: io::Error,
+    },
+    /// A dirty-log bitmap is shorter than what the kernel would access;
+    /// refused before the kernel is called.
+    #[error("{ioctl} for slot {slot} needs a bitmap of {needed} words, the buffer has {len}")]
+    DirtyBitmapTooShort {
+        /// `KVM_GET_DIRTY_LOG` or `KVM_CLEAR_DIRTY_LOG`.
+        ioctl: &'static str,
+        /// The slot id.
+        slot: u32,
+        /// The words the kernel would write or read.
+        needed: usize,
+        /// The words given.
+        len: usize,
+    },
+    /// `KVM_GET_DIRTY_LOG` of a slot not set through this VM: its size, and
+    /// so the bitmap the kernel writes, is unknown.
+    #[error("KVM_GET_DIRTY_LOG for slot {slot}: no such slot was set through this VM")]
+    DirtyLogUnknownSlot {
+        /// The slot id.
+        slot: u32,
+    },
     /// A capability the configuration asks for is missing.
     #[error("KVM capability {name} ({number}) is not supported by this kernel")]
     MissingCapability {

@@ -10,10 +10,10 @@ use crate::uapi::{
     kvm_debug_exit_arch, kvm_run, kvm_run_exit, kvm_run_fail_entry, kvm_run_internal, kvm_run_mmio,
     kvm_run_s390_sieic, kvm_run_s390_stsi, kvm_run_s390_tsch, kvm_run_s390_ucontrol,
     kvm_run_system_event, kvm_run_system_event_data, kvm_sync_regs, KVM_EXIT_DEBUG,
-    KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR, KVM_EXIT_INTR,
-    KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_S390_RESET, KVM_EXIT_S390_SIEIC,
-    KVM_EXIT_S390_STSI, KVM_EXIT_S390_TSCH, KVM_EXIT_S390_UCONTROL, KVM_EXIT_SHUTDOWN,
-    KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_UNKNOWN, KVM_SYNC_GPRS,
+    KVM_EXIT_DIRTY_RING_FULL, KVM_EXIT_FAIL_ENTRY, KVM_EXIT_HLT, KVM_EXIT_INTERNAL_ERROR,
+    KVM_EXIT_INTR, KVM_EXIT_IRQ_WINDOW_OPEN, KVM_EXIT_MMIO, KVM_EXIT_S390_RESET,
+    KVM_EXIT_S390_SIEIC, KVM_EXIT_S390_STSI, KVM_EXIT_S390_TSCH, KVM_EXIT_S390_UCONTROL,
+    KVM_EXIT_SHUTDOWN, KVM_EXIT_SYSTEM_EVENT, KVM_EXIT_UNKNOWN, KVM_SYNC_GPRS,
 };
 use crate::S390x;
 use kvmkit_core::{DecodeError, SystemEventKind, VcpuExit, KVM_RUN_EXIT_REASON_OFFSET};
@@ -589,6 +589,9 @@ pub fn decode_exit(run: &mut [u8]) -> Result<VcpuExit<'_, S390x>, DecodeError> {
         KVM_EXIT_HLT => VcpuExit::Hlt,
         KVM_EXIT_SHUTDOWN => VcpuExit::Shutdown,
         KVM_EXIT_IRQ_WINDOW_OPEN => VcpuExit::IrqWindowOpen,
+        // Never written by s390x's KVM today (no dirty ring), but the number
+        // is generic and the exit carries no data.
+        KVM_EXIT_DIRTY_RING_FULL => VcpuExit::DirtyRingFull,
         KVM_EXIT_UNKNOWN => VcpuExit::Arch(S390Exit::Other { reason }),
         other => VcpuExit::Unknown { reason: other },
     })
@@ -611,6 +614,7 @@ pub const EXIT_REASONS: &[(&str, u32)] = &[
     ("KVM_EXIT_S390_TSCH", KVM_EXIT_S390_TSCH),
     ("KVM_EXIT_SYSTEM_EVENT", KVM_EXIT_SYSTEM_EVENT),
     ("KVM_EXIT_S390_STSI", KVM_EXIT_S390_STSI),
+    ("KVM_EXIT_DIRTY_RING_FULL", KVM_EXIT_DIRTY_RING_FULL),
 ];
 
 #[cfg(test)]
@@ -896,10 +900,31 @@ mod tests {
             (KVM_EXIT_HLT, "Hlt"),
             (KVM_EXIT_SHUTDOWN, "Shutdown"),
             (KVM_EXIT_IRQ_WINDOW_OPEN, "IrqWindowOpen"),
+            (KVM_EXIT_DIRTY_RING_FULL, "DirtyRingFull"),
         ] {
             let mut run = area(reason);
             assert_eq!(format!("{:?}", decode_exit(&mut run).unwrap()), want);
         }
+    }
+
+    #[test]
+    fn decodes_dirty_ring_full_from_a_big_endian_area() {
+        // exit_reason 31 big-endian at offset 8, as an s390x kernel stores
+        // it; the little-endian reading would be 0x1f00_0000.
+        let mut run = vec![0x5au8; KVM_RUN_SIZE];
+        run[8..12].copy_from_slice(&[0, 0, 0, 31]);
+        assert_eq!(KVM_EXIT_DIRTY_RING_FULL, 31);
+        assert!(matches!(
+            decode_exit(&mut run).unwrap(),
+            VcpuExit::DirtyRingFull
+        ));
+        run[8..12].copy_from_slice(&31u32.to_le_bytes());
+        assert!(matches!(
+            decode_exit(&mut run).unwrap(),
+            VcpuExit::Unknown {
+                reason: 0x1f00_0000
+            }
+        ));
     }
 
     #[test]

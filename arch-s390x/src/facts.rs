@@ -3,6 +3,10 @@
 //! s390x headers and `examples/uapi_facts.rs` prints.
 
 use crate::uapi::*;
+use kvmkit_core::{
+    DirtyGfn, MemoryFlags, DIRTY_GFN_F_DIRTY, DIRTY_GFN_F_RESET, MANUAL_PROTECT_ENABLE,
+    MANUAL_PROTECT_INITIALLY_SET,
+};
 use std::collections::BTreeMap;
 use std::mem::{align_of, offset_of, size_of};
 
@@ -257,6 +261,18 @@ pub fn uapi_facts() -> BTreeMap<String, u64> {
         "kvm_irq_routing.entries.offset".into(),
         offset_of!(kvm_irq_routing, entries),
     );
+    facts!(f, kvm_dirty_log {
+        "slot": slot,
+        "padding1": padding1,
+        "dirty_bitmap": dirty_bitmap,
+    });
+    facts!(f, kvm_clear_dirty_log {
+        "slot": slot,
+        "num_pages": num_pages,
+        "first_page": first_page,
+        "dirty_bitmap": dirty_bitmap,
+    });
+    dirty_log_facts(&mut f);
 
     for (name, nr) in crate::sys::ioctl_numbers() {
         f.constant(name, nr);
@@ -319,8 +335,55 @@ pub fn uapi_facts() -> BTreeMap<String, u64> {
         KVM_S390_FLIC_MAX_BUFFER,
         KVM_IRQFD_FLAG_DEASSIGN,
         KVM_IRQ_ROUTING_S390_ADAPTER,
+        KVM_DIRTY_LOG_PAGE_OFFSET,
     );
     f.0
+}
+
+/// The dirty-log facts that are not this crate's own definitions: the
+/// other member of the bitmap unions, `struct kvm_dirty_gfn` and the
+/// dirty-log constants of `kvmkit_core`, which the portable dirty-log code
+/// uses on every architecture, and the memory-slot flag that turns logging
+/// on.
+fn dirty_log_facts(f: &mut Facts) {
+    // `__u64 padding2` shares its 8 bytes with the bitmap pointer.
+    let at = offset_of!(kvm_dirty_log, dirty_bitmap);
+    f.field("kvm_dirty_log", "padding2", at, 8);
+    let at = offset_of!(kvm_clear_dirty_log, dirty_bitmap);
+    f.field("kvm_clear_dirty_log", "padding2", at, 8);
+    f.layout::<DirtyGfn>("kvm_dirty_gfn");
+    let gfn = "kvm_dirty_gfn";
+    f.field(
+        gfn,
+        "flags",
+        offset_of!(DirtyGfn, flags),
+        fsize!(DirtyGfn, flags),
+    );
+    f.field(
+        gfn,
+        "slot",
+        offset_of!(DirtyGfn, slot),
+        fsize!(DirtyGfn, slot),
+    );
+    f.field(
+        gfn,
+        "offset",
+        offset_of!(DirtyGfn, offset),
+        fsize!(DirtyGfn, offset),
+    );
+    let core = [
+        ("KVM_DIRTY_GFN_F_DIRTY", u64::from(DIRTY_GFN_F_DIRTY)),
+        ("KVM_DIRTY_GFN_F_RESET", u64::from(DIRTY_GFN_F_RESET)),
+        ("KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE", MANUAL_PROTECT_ENABLE),
+        ("KVM_DIRTY_LOG_INITIALLY_SET", MANUAL_PROTECT_INITIALLY_SET),
+        (
+            "KVM_MEM_LOG_DIRTY_PAGES",
+            u64::from(MemoryFlags::LOG_DIRTY_PAGES.bits()),
+        ),
+    ];
+    for (name, v) in core {
+        f.constant(name, v);
+    }
 }
 
 #[cfg(test)]
@@ -343,5 +406,15 @@ mod tests {
         assert_eq!(f["KVM_REG_S390_TODPR"], 0x5020_0000_0000_0001);
         assert_eq!(f["KVM_DEV_TYPE_FLIC"], 6);
         assert!(f.len() > 300, "{}", f.len());
+        // The dirty log: generic numbers and layouts, no ring.
+        assert_eq!(f["KVM_GET_DIRTY_LOG"], 0x4010_ae42);
+        assert_eq!(f["KVM_CLEAR_DIRTY_LOG"], 0xc018_aec0);
+        assert_eq!(f["KVM_RESET_DIRTY_RINGS"], 0xaec7);
+        assert_eq!(f["kvm_dirty_log.padding2.offset"], 8);
+        assert_eq!(f["kvm_clear_dirty_log.size"], 24);
+        assert_eq!(f["kvm_dirty_gfn.size"], 16);
+        assert_eq!(f["KVM_EXIT_DIRTY_RING_FULL"], 31);
+        assert_eq!(f["KVM_DIRTY_LOG_PAGE_OFFSET"], 0);
+        assert_eq!(f["KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2"], 168);
     }
 }

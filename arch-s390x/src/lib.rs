@@ -5,6 +5,7 @@ mod boot;
 pub mod caps;
 mod config;
 mod debug;
+mod dirty;
 mod error;
 mod exit;
 mod facts;

@@ -74,6 +74,9 @@ pub const KVM_CHECK_EXTENSION: u64 = io(0x03);
 pub const KVM_GET_VCPU_MMAP_SIZE: u64 = io(0x04);
 /// `KVM_CREATE_VCPU` = `_IO(KVMIO, 0x41)`.
 pub const KVM_CREATE_VCPU: u64 = io(0x41);
+/// `KVM_GET_DIRTY_LOG` = `_IOW(KVMIO, 0x42, struct kvm_dirty_log)`: the
+/// kernel reads the struct and writes the slot's bitmap through its pointer.
+pub const KVM_GET_DIRTY_LOG: u64 = iow(0x42, size_of::<kvm_dirty_log>());
 /// `KVM_SET_USER_MEMORY_REGION` = `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
 pub const KVM_SET_USER_MEMORY_REGION: u64 = iow(0x46, size_of::<kvm_userspace_memory_region>());
 /// `KVM_SET_GSI_ROUTING` = `_IOW(KVMIO, 0x6a, struct kvm_irq_routing)`.
@@ -112,6 +115,12 @@ pub const KVM_S390_IRQ: u64 = iow(0xb4, size_of::<kvm_s390_irq>());
 pub const KVM_S390_NORMAL_RESET: u64 = io(0xc3);
 /// `KVM_S390_CLEAR_RESET` = `_IO(KVMIO, 0xc4)`.
 pub const KVM_S390_CLEAR_RESET: u64 = io(0xc4);
+/// `KVM_CLEAR_DIRTY_LOG` = `_IOWR(KVMIO, 0xc0, struct kvm_clear_dirty_log)`:
+/// not an ioctl of s390x's KVM (`ENOTTY`).
+pub const KVM_CLEAR_DIRTY_LOG: u64 = iowr(0xc0, size_of::<kvm_clear_dirty_log>());
+/// `KVM_RESET_DIRTY_RINGS` = `_IO(KVMIO, 0xc7)`: `EINVAL` on s390x (no dirty
+/// ring can be enabled).
+pub const KVM_RESET_DIRTY_RINGS: u64 = io(0xc7);
 /// `KVM_CREATE_DEVICE` = `_IOWR(KVMIO, 0xe0, struct kvm_create_device)`.
 pub const KVM_CREATE_DEVICE: u64 = iowr(0xe0, size_of::<kvm_create_device>());
 /// `KVM_SET_DEVICE_ATTR` = `_IOW(KVMIO, 0xe1, struct kvm_device_attr)`.
@@ -131,6 +140,7 @@ pub fn ioctl_numbers() -> Vec<(&'static str, u64)> {
         ("KVM_CHECK_EXTENSION", KVM_CHECK_EXTENSION),
         ("KVM_GET_VCPU_MMAP_SIZE", KVM_GET_VCPU_MMAP_SIZE),
         ("KVM_CREATE_VCPU", KVM_CREATE_VCPU),
+        ("KVM_GET_DIRTY_LOG", KVM_GET_DIRTY_LOG),
         ("KVM_SET_USER_MEMORY_REGION", KVM_SET_USER_MEMORY_REGION),
         ("KVM_SET_GSI_ROUTING", KVM_SET_GSI_ROUTING),
         ("KVM_IRQFD", KVM_IRQFD),
@@ -150,6 +160,8 @@ pub fn ioctl_numbers() -> Vec<(&'static str, u64)> {
         ("KVM_S390_IRQ", KVM_S390_IRQ),
         ("KVM_S390_NORMAL_RESET", KVM_S390_NORMAL_RESET),
         ("KVM_S390_CLEAR_RESET", KVM_S390_CLEAR_RESET),
+        ("KVM_CLEAR_DIRTY_LOG", KVM_CLEAR_DIRTY_LOG),
+        ("KVM_RESET_DIRTY_RINGS", KVM_RESET_DIRTY_RINGS),
         ("KVM_CREATE_DEVICE", KVM_CREATE_DEVICE),
         ("KVM_SET_DEVICE_ATTR", KVM_SET_DEVICE_ATTR),
     ]
@@ -290,8 +302,84 @@ pub(crate) unsafe fn set_user_memory_region(
 
 /// Wraps `KVM_ENABLE_CAP` on a VM or vCPU fd.
 pub(crate) fn enable_cap(fd: &File, cap: &kvm_enable_cap) -> io::Result<()> {
-    // SAFETY: kvm_enable_cap holds only integers; the kernel reads the struct.
+    // SAFETY: kvm_enable_cap holds only integers and the kernel reads the
+    // struct. `DirtyLogArch::enable_vm_cap` passes any capability with the
+    // caller's `args`, but every VM capability s390x's KVM accepts (the
+    // generic HALT_POLL, MANUAL_DIRTY_LOG_PROTECT2 and DIRTY_LOG_RING*,
+    // which it refuses, and S390_IRQCHIP, S390_USER_SIGP, S390_VECTOR_REGISTERS,
+    // S390_RI, S390_GS, S390_AIS, S390_HPAGE_1M, S390_USER_STSI,
+    // S390_USER_INSTR0, S390_CPU_TOPOLOGY) reads them as integers, never as
+    // addresses.
     unsafe { ioctl_ref(fd, KVM_ENABLE_CAP, cap) }.map(drop)
+}
+
+/// The host's page size, the unit of KVM's memory slots and dirty bitmaps
+/// (4 KiB on s390x). 4 KiB, the smallest Linux page and so the largest
+/// bitmap, if `sysconf` fails.
+pub(crate) fn host_page_size() -> u64 {
+    // SAFETY: sysconf only reads a configuration value; it touches no
+    // memory of this process.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n)
+        .ok()
+        .filter(|n| n.is_power_of_two())
+        .unwrap_or(4096)
+}
+
+/// Wraps `KVM_GET_DIRTY_LOG`: the kernel copies the bitmap of `slot` into
+/// `bitmap`, as it keeps it (see `crate::dirty`).
+///
+/// # Safety
+///
+/// `bitmap` must have at least the slot's `ceil(npages / 64)` words: the
+/// kernel writes that many and does not know the buffer's length.
+pub(crate) unsafe fn get_dirty_log(vm: &File, slot: u32, bitmap: &mut [u64]) -> io::Result<()> {
+    let log = kvm_dirty_log {
+        slot,
+        padding1: 0,
+        dirty_bitmap: bitmap.as_mut_ptr() as u64,
+    };
+    // SAFETY: the kernel reads `log` and writes the slot's bitmap at
+    // `log.dirty_bitmap`, which is `bitmap`, exclusively borrowed for the
+    // call and at least that long (the caller's contract above).
+    unsafe { ioctl_ref(vm, KVM_GET_DIRTY_LOG, &log) }.map(drop)
+}
+
+/// The words of a bitmap of `num_pages` bits.
+pub(crate) fn bitmap_words(num_pages: u32) -> usize {
+    usize::try_from(num_pages.div_ceil(64)).unwrap_or(usize::MAX)
+}
+
+/// Wraps `KVM_CLEAR_DIRTY_LOG` for `num_pages` pages of `slot` from
+/// `first_page`; `bitmap` must cover them (`EINVAL` before the kernel is
+/// called otherwise).
+pub(crate) fn clear_dirty_log(
+    vm: &File,
+    slot: u32,
+    first_page: u64,
+    num_pages: u32,
+    bitmap: &[u64],
+) -> io::Result<()> {
+    if bitmap_words(num_pages) > bitmap.len() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let log = kvm_clear_dirty_log {
+        slot,
+        num_pages,
+        first_page,
+        dirty_bitmap: bitmap.as_ptr() as u64,
+    };
+    // SAFETY: the kernel reads `log` and then only `ceil(num_pages / 64)`
+    // words at `log.dirty_bitmap`; `bitmap` has at least that many (checked
+    // above) and outlives the call.
+    unsafe { ioctl_ref(vm, KVM_CLEAR_DIRTY_LOG, &log) }.map(drop)
+}
+
+/// Wraps `KVM_RESET_DIRTY_RINGS`: how many ring entries were reset.
+pub(crate) fn reset_dirty_rings(vm: &File) -> io::Result<u32> {
+    // SAFETY: KVM_RESET_DIRTY_RINGS takes no argument.
+    let n = unsafe { ioctl_val(vm, KVM_RESET_DIRTY_RINGS, 0) }?;
+    Ok(n.unsigned_abs())
 }
 
 /// Wraps `KVM_RUN`.
@@ -625,6 +713,11 @@ mod tests {
         assert_eq!(iow(0x82, std::hint::black_box(128)), KVM_SET_REGS);
         assert_eq!(iowr(0xe0, std::hint::black_box(12)), KVM_CREATE_DEVICE);
         assert_eq!(one_reg_size(KVM_REG_S390_GBEA), 8);
+        // The dirty-log ioctls: the generic encoding, as on x86.
+        assert_eq!(KVM_GET_DIRTY_LOG, 0x4010_ae42);
+        assert_eq!(KVM_CLEAR_DIRTY_LOG, 0xc018_aec0);
+        assert_eq!(KVM_RESET_DIRTY_RINGS, 0xaec7);
+        assert_eq!(ioctl_numbers().len(), 29);
     }
 
     #[test]
@@ -670,6 +763,21 @@ mod tests {
         assert!(flic_clear_irqs(&f).is_err());
         assert!(flic_enqueue(&f, &kvm_s390_irq::default()).is_err());
         assert!(flic_register_adapter(&f, &kvm_s390_io_adapter::default()).is_err());
+        // The dirty log: a short CLEAR bitmap is refused before the kernel.
+        let e = clear_dirty_log(&f, 0, 0, 65, &[0]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        let e = clear_dirty_log(&f, 0, 0, 65, &[0, 0]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        assert_eq!((bitmap_words(0), bitmap_words(64)), (0, 1));
+        assert_eq!(bitmap_words(u32::MAX), 1 << 26);
+        let mut bitmap = [0u64; 2];
+        // SAFETY: /dev/null is not a VM fd: the kernel answers ENOTTY and
+        // writes nothing.
+        let e = unsafe { get_dirty_log(&f, 0, &mut bitmap) }.unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        assert!(reset_dirty_rings(&f).is_err());
+        let page = host_page_size();
+        assert!(page.is_power_of_two() && page >= 4096, "{page}");
         // SAFETY: as above; the region names no mapping the kernel uses.
         let r = unsafe { set_user_memory_region(&f, &kvm_userspace_memory_region::default()) };
         assert!(r.is_err());

@@ -24,6 +24,13 @@ pub const KVM_EXIT_S390_UCONTROL: u32 = 20;
 pub const KVM_EXIT_S390_TSCH: u32 = 22;
 pub const KVM_EXIT_SYSTEM_EVENT: u32 = 24;
 pub const KVM_EXIT_S390_STSI: u32 = 25;
+pub const KVM_EXIT_DIRTY_RING_FULL: u32 = 31;
+
+/// `KVM_DIRTY_LOG_PAGE_OFFSET`: 0 on s390x. `asm/kvm.h` does not define it,
+/// so `linux/kvm.h` falls back to 0, which is how the kernel says this
+/// architecture has no dirty ring (`KVM_CAP_DIRTY_LOG_RING` is refused).
+/// Not `kvmkit_core::DIRTY_LOG_PAGE_OFFSET` (64, x86's value).
+pub const KVM_DIRTY_LOG_PAGE_OFFSET: u64 = 0;
 
 // `kvm_run.s390_reset_flags` (KVM_EXIT_S390_RESET).
 pub const KVM_S390_RESET_POR: u64 = 1;

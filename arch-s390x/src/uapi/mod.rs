@@ -157,6 +157,28 @@ pub struct kvm_device_attr {
     pub addr: u64,
 }
 
+/// `struct kvm_dirty_log` (`KVM_GET_DIRTY_LOG`): `dirty_bitmap` is the user
+/// address of the bitmap (in C a union of `void *` and `__u64 padding2`,
+/// 8 bytes on s390x either way).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct kvm_dirty_log {
+    pub slot: u32,
+    pub padding1: u32,
+    pub dirty_bitmap: u64,
+}
+
+/// `struct kvm_clear_dirty_log` (`KVM_CLEAR_DIRTY_LOG`): `dirty_bitmap` as
+/// in [`kvm_dirty_log`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct kvm_clear_dirty_log {
+    pub slot: u32,
+    pub num_pages: u32,
+    pub first_page: u64,
+    pub dirty_bitmap: u64,
+}
+
 const _: () = assert!(size_of::<kvm_regs>() == 128);
 const _: () = assert!(size_of::<kvm_sregs>() == 192);
 const _: () = assert!(size_of::<kvm_fpu>() == 136);
@@ -170,4 +192,6 @@ const _: () = assert!(size_of::<kvm_guest_debug>() == 24);
 const _: () = assert!(size_of::<kvm_enable_cap>() == 104);
 const _: () = assert!(size_of::<kvm_create_device>() == 12);
 const _: () = assert!(size_of::<kvm_device_attr>() == 24);
+const _: () = assert!(size_of::<kvm_dirty_log>() == 16 && align_of::<kvm_dirty_log>() == 8);
+const _: () = assert!(size_of::<kvm_clear_dirty_log>() == 24);
 const _: () = assert!(align_of::<kvm_fpu>() == 8 && align_of::<kvm_create_device>() == 4);
