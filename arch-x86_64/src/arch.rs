@@ -3,14 +3,17 @@
 use crate::boot::prepare;
 use crate::cpuid::vcpu_cpuid;
 use crate::exit::X86Exit;
-use crate::msrs::{boot_msr_entries, saved_msr_indices};
+use crate::host::HostFacts;
+use crate::msrs::boot_msr_entries;
+use crate::sys::RunArea;
+use crate::vcpu_state::write_msrs;
 use crate::{
     decode_exit, BootSetup, Error, IoDirection, IrqchipMode, Result, VcpuConfig, VmConfig, X86Io,
     X86VcpuState,
 };
 use kvm_bindings::{
-    kvm_enable_cap, kvm_fpu, kvm_guest_debug, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_sregs,
-    CpuId, Msrs, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    kvm_cpuid_entry2, kvm_enable_cap, kvm_fpu, kvm_guest_debug, kvm_pit_config, kvm_regs,
+    kvm_sregs, CpuId, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use kvmkit_core::{
@@ -28,6 +31,7 @@ pub struct X86System {
     kvm: Kvm,
     run_len: usize,
     supported_cpuid: OnceLock<CpuId>,
+    facts: OnceLock<Arc<HostFacts>>,
 }
 
 impl X86System {
@@ -46,6 +50,15 @@ impl X86System {
             .map_err(Error::ioctl("KVM_GET_SUPPORTED_CPUID"))?;
         Ok(self.supported_cpuid.get_or_init(|| c))
     }
+
+    /// What this `/dev/kvm` offers for saving and restoring state.
+    pub(crate) fn facts(&self) -> Result<Arc<HostFacts>> {
+        if let Some(f) = self.facts.get() {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(HostFacts::read(&self.kvm, self.supported_cpuid()?)?);
+        Ok(self.facts.get_or_init(|| f).clone())
+    }
 }
 
 /// A VM fd for x86_64 and how its irqchip was set up.
@@ -58,6 +71,7 @@ impl X86System {
 pub struct X86Vm {
     fd: Arc<VmFd>,
     irqchip: Arc<OnceLock<IrqchipMode>>,
+    pit: Arc<OnceLock<bool>>,
 }
 
 impl X86Vm {
@@ -70,14 +84,32 @@ impl X86Vm {
     pub fn irqchip(&self) -> IrqchipMode {
         self.irqchip.get().copied().unwrap_or_default()
     }
+
+    /// True when the VM was created with the in-kernel PIT (`VmConfig::pit`
+    /// with `IrqchipMode::Kernel`).
+    pub fn has_pit(&self) -> bool {
+        self.pit.get().copied().unwrap_or(false)
+    }
+
+    /// Wraps `KVM_CHECK_EXTENSION` on the VM fd; 0 means absent.
+    pub(crate) fn check_extension(&self, cap: Capability) -> i32 {
+        self.fd
+            .check_extension_raw(libc::c_ulong::from(cap.number()))
+    }
 }
 
-/// A vCPU fd for x86_64 with the length of its `kvm_run` mapping.
+/// A vCPU fd for x86_64 with its `kvm_run` mapping and what saving and
+/// restoring its state needs (its VM, the host's facts).
 #[derive(Debug)]
 pub struct X86Vcpu {
     fd: VcpuFd,
     run_len: usize,
-    has_lapic: bool,
+    pub(crate) has_lapic: bool,
+    pub(crate) run_area: RunArea,
+    pub(crate) vm: X86Vm,
+    pub(crate) host: Arc<HostFacts>,
+    /// The CPUID `init_vcpu` set, for kernels without `KVM_GET_CPUID2`.
+    pub(crate) cpuid_set: OnceLock<Vec<kvm_cpuid_entry2>>,
 }
 
 impl X86Vcpu {
@@ -85,22 +117,39 @@ impl X86Vcpu {
     pub fn vcpu_fd(&self) -> &VcpuFd {
         &self.fd
     }
-}
 
-fn set_msrs(fd: &VcpuFd, entries: &[kvm_msr_entry]) -> Result<()> {
-    let msrs = Msrs::from_entries(entries).map_err(|e| Error::FamList {
-        what: "MSR",
-        detail: format!("{e:?}"),
-    })?;
-    let done = fd.set_msrs(&msrs).map_err(Error::ioctl("KVM_SET_MSRS"))?;
-    if done != entries.len() {
-        return Err(Error::Partial {
-            ioctl: "KVM_SET_MSRS",
-            done,
-            wanted: entries.len(),
-        });
+    /// Wraps `KVM_RUN` with `kvm_run.immediate_exit` set: KVM finishes the
+    /// port I/O or MMIO access of the last exit (an `in` gets its data, RIP
+    /// moves past an `out`) and returns without entering the guest. The KVM
+    /// API document asks this of userspace before it reads a vCPU's state;
+    /// `Arch::save_vcpu_state` and `Arch::restore_vcpu_state` do it
+    /// themselves. Call it from the thread that runs the vCPU.
+    ///
+    /// Fails with [`Error::PendingExit`] when finishing the access led to
+    /// another exit (a `rep` string I/O), which must be handled first.
+    ///
+    /// ```
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_core::VcpuId;
+    /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+    /// let vm = kvm.create_vm(&Default::default()).unwrap();
+    /// let vcpu = vm.create_vcpu(VcpuId(0), &Default::default()).unwrap();
+    /// // Nothing pending: KVM returns at once, the guest never ran.
+    /// vcpu.arch_fd().complete_pending_io().unwrap();
+    /// ```
+    pub fn complete_pending_io(&self) -> Result<()> {
+        if self
+            .run_area
+            .complete_pending_io(&self.fd)
+            .map_err(Error::ioctl("KVM_RUN"))?
+        {
+            Ok(())
+        } else {
+            Err(Error::PendingExit {
+                reason: self.run_area.exit_reason(),
+            })
+        }
     }
-    Ok(())
 }
 
 /// LVT entries of the LAPIC register page.
@@ -151,6 +200,7 @@ impl Arch for X86_64 {
             kvm,
             run_len,
             supported_cpuid: OnceLock::new(),
+            facts: OnceLock::new(),
         })
     }
 
@@ -168,6 +218,7 @@ impl Arch for X86_64 {
         Ok(X86Vm {
             fd: Arc::new(fd),
             irqchip: Arc::new(OnceLock::new()),
+            pit: Arc::new(OnceLock::new()),
         })
     }
 
@@ -217,6 +268,9 @@ impl Arch for X86_64 {
         // `init_vm` runs once per VM (from `Kvm::create_vm`); a second call
         // would have failed above (KVM_CREATE_IRQCHIP returns EEXIST).
         let _ = vm.irqchip.set(config.irqchip);
+        let _ = vm
+            .pit
+            .set(config.pit && config.irqchip == IrqchipMode::Kernel);
         Ok(())
     }
 
@@ -235,15 +289,20 @@ impl Arch for X86_64 {
     }
 
     fn create_vcpu(sys: &X86System, vm: &X86Vm, id: VcpuId) -> Result<X86Vcpu> {
-        let fd = vm
+        let host = sys.facts()?;
+        let mut fd = vm
             .fd
             .create_vcpu(u64::from(id.0))
             .map_err(Error::ioctl("KVM_CREATE_VCPU"))?;
         let has_lapic = !matches!(vm.irqchip(), IrqchipMode::None);
         Ok(X86Vcpu {
+            run_area: RunArea::of(&mut fd),
             fd,
             run_len: sys.run_len,
             has_lapic,
+            vm: vm.clone(),
+            host,
+            cpuid_set: OnceLock::new(),
         })
     }
 
@@ -259,9 +318,10 @@ impl Arch for X86_64 {
             vcpu.fd
                 .set_cpuid2(&cpuid)
                 .map_err(Error::ioctl("KVM_SET_CPUID2"))?;
+            let _ = vcpu.cpuid_set.set(cpuid.as_slice().to_vec());
         }
         if config.boot_msrs {
-            set_msrs(&vcpu.fd, &boot_msr_entries())?;
+            write_msrs(&vcpu.fd, &boot_msr_entries())?;
         }
         if config.lapic_lints && vcpu.has_lapic {
             let mut lapic = vcpu.fd.get_lapic().map_err(Error::ioctl("KVM_GET_LAPIC"))?;
@@ -339,83 +399,11 @@ impl Arch for X86_64 {
     }
 
     fn save_vcpu_state(vcpu: &X86Vcpu) -> Result<X86VcpuState> {
-        let fd = &vcpu.fd;
-        let mut msrs = Vec::new();
-        for index in saved_msr_indices() {
-            let mut one = Msrs::from_entries(&[kvm_msr_entry {
-                index,
-                ..Default::default()
-            }])
-            .map_err(|e| Error::FamList {
-                what: "MSR",
-                detail: format!("{e:?}"),
-            })?;
-            if fd
-                .get_msrs(&mut one)
-                .map_err(Error::ioctl("KVM_GET_MSRS"))?
-                == 1
-            {
-                msrs.push((index, one.as_slice()[0].data));
-            }
-        }
-        Ok(X86VcpuState {
-            regs: Self::get_regs(vcpu)?,
-            sregs: Self::get_sregs(vcpu)?,
-            fpu: Self::get_fpu(vcpu)?,
-            msrs,
-            lapic: if vcpu.has_lapic {
-                Some(fd.get_lapic().map_err(Error::ioctl("KVM_GET_LAPIC"))?)
-            } else {
-                None
-            },
-            mp_state: Some(
-                fd.get_mp_state()
-                    .map_err(Error::ioctl("KVM_GET_MP_STATE"))?,
-            ),
-            vcpu_events: Some(
-                fd.get_vcpu_events()
-                    .map_err(Error::ioctl("KVM_GET_VCPU_EVENTS"))?,
-            ),
-            debugregs: Some(
-                fd.get_debug_regs()
-                    .map_err(Error::ioctl("KVM_GET_DEBUGREGS"))?,
-            ),
-        })
+        crate::vcpu_state::save(vcpu)
     }
 
     fn restore_vcpu_state(vcpu: &X86Vcpu, s: &X86VcpuState) -> Result<()> {
-        let fd = &vcpu.fd;
-        // Order matters: sregs (APIC base, EFER) before MSRs and the LAPIC;
-        // the LAPIC before events; MP state last.
-        Self::set_sregs(vcpu, &s.sregs)?;
-        Self::set_regs(vcpu, &s.regs)?;
-        Self::set_fpu(vcpu, &s.fpu)?;
-        let entries: Vec<kvm_msr_entry> = s
-            .msrs
-            .iter()
-            .map(|&(index, data)| kvm_msr_entry {
-                index,
-                data,
-                ..Default::default()
-            })
-            .collect();
-        set_msrs(fd, &entries)?;
-        if let Some(l) = &s.lapic {
-            fd.set_lapic(l).map_err(Error::ioctl("KVM_SET_LAPIC"))?;
-        }
-        if let Some(d) = &s.debugregs {
-            fd.set_debug_regs(d)
-                .map_err(Error::ioctl("KVM_SET_DEBUGREGS"))?;
-        }
-        if let Some(e) = &s.vcpu_events {
-            fd.set_vcpu_events(e)
-                .map_err(Error::ioctl("KVM_SET_VCPU_EVENTS"))?;
-        }
-        if let Some(m) = s.mp_state {
-            fd.set_mp_state(m)
-                .map_err(Error::ioctl("KVM_SET_MP_STATE"))?;
-        }
-        Ok(())
+        crate::vcpu_state::restore(vcpu, s)
     }
 
     fn setup_boot<M: vm_memory::GuestMemory>(

@@ -67,6 +67,60 @@ pub enum Error {
         /// The cause.
         detail: String,
     },
+    /// `KVM_SET_MSRS` stopped at an MSR the vCPU refused.
+    #[error("KVM_SET_MSRS refused MSR {index:#x} = {value:#x} (wrote {done} of {wanted})")]
+    SetMsr {
+        /// The MSR index.
+        index: u32,
+        /// The value it refused.
+        value: u64,
+        /// MSRs written before it.
+        done: usize,
+        /// MSRs given.
+        wanted: usize,
+    },
+    /// A saved state has a format version this build does not read.
+    #[error("cannot restore {what} state of format version {found}: this build reads version {supported}")]
+    StateVersion {
+        /// `vCPU` or `VM`.
+        what: &'static str,
+        /// The version in the state.
+        found: u32,
+        /// [`crate::STATE_VERSION`].
+        supported: u32,
+    },
+    /// The saved state needs something this host lacks; nothing was written.
+    #[error("restore refused, nothing was written: {0}")]
+    RestoreRefused(crate::ProfileMismatch),
+    /// The saved state holds a piece this VM or vCPU has no place for;
+    /// nothing was written.
+    #[error("restore refused, nothing was written: the state holds the {piece} but {detail}")]
+    StateDoesNotFit {
+        /// The piece, e.g. `in-kernel PIC and IOAPIC`.
+        piece: crate::StatePiece,
+        /// What the target has instead.
+        detail: String,
+    },
+    /// The saved XSAVE region is shorter than the 4096 bytes KVM always writes.
+    #[error("the saved XSAVE region has {bytes} bytes, fewer than the 4096 of KVM_GET_XSAVE")]
+    XsaveRegion {
+        /// Its length in bytes.
+        bytes: usize,
+    },
+    /// Finishing the last exit's I/O (`KVM_RUN` with `immediate_exit`) led
+    /// to another exit, which must be handled before the state is read or
+    /// written.
+    #[error("the vCPU has an unfinished exit (reason {reason}): run it to completion before saving or restoring its state")]
+    PendingExit {
+        /// The `KVM_EXIT_*` reason now in `kvm_run`.
+        reason: u32,
+    },
+    /// `ClockRestore::AddElapsedRealtime` needs the host real time saved with the clock.
+    #[error("cannot advance the VM clock by the elapsed real time: the saved clock has no KVM_CLOCK_REALTIME timestamp (flags {flags:#x})")]
+    ClockWithoutRealtime {
+        /// The saved `kvm_clock_data.flags`.
+        flags: u32,
+    },
 }
 
 impl Error {

@@ -167,6 +167,81 @@ pub fn uapi_facts() -> BTreeMap<String, u64> {
             args: [u64; 4]
         }
     );
+    // Saved state (`X86VcpuState`, `X86VmState`) and the ABI profile.
+    layout!(
+        m,
+        kvm_xcrs {
+            nr_xcrs: u32,
+            flags: u32,
+            xcrs: [kb::kvm_xcr; 16]
+        }
+    );
+    layout!(
+        m,
+        kvm_xsave {
+            region: [u32; 1024]
+        }
+    );
+    layout!(
+        m,
+        kvm_debugregs {
+            db: [u64; 4],
+            dr6: u64,
+            dr7: u64
+        }
+    );
+    layout!(
+        m,
+        kvm_vcpu_events {
+            exception: kb::kvm_vcpu_events__bindgen_ty_1,
+            flags: u32
+        }
+    );
+    layout!(
+        m,
+        kvm_clock_data {
+            clock: u64,
+            flags: u32,
+            realtime: u64,
+            host_tsc: u64
+        }
+    );
+    layout!(
+        m,
+        kvm_pit_state2 {
+            channels: [kb::kvm_pit_channel_state; 3],
+            flags: u32
+        }
+    );
+    layout!(
+        m,
+        kvm_irqchip {
+            chip_id: u32,
+            chip: kb::kvm_irqchip__bindgen_ty_1
+        }
+    );
+    for (name, v) in [
+        ("KVM_CLOCK_TSC_STABLE", kb::KVM_CLOCK_TSC_STABLE),
+        ("KVM_CLOCK_REALTIME", kb::KVM_CLOCK_REALTIME),
+        ("KVM_CLOCK_HOST_TSC", kb::KVM_CLOCK_HOST_TSC),
+        ("KVM_IRQCHIP_PIC_MASTER", kb::KVM_IRQCHIP_PIC_MASTER),
+        ("KVM_IRQCHIP_PIC_SLAVE", kb::KVM_IRQCHIP_PIC_SLAVE),
+        ("KVM_IRQCHIP_IOAPIC", kb::KVM_IRQCHIP_IOAPIC),
+        (
+            "KVM_CPUID_FLAG_SIGNIFCANT_INDEX",
+            kb::KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+        ),
+        (
+            crate::host::CAP_PIT_STATE2.name(),
+            crate::host::CAP_PIT_STATE2.number(),
+        ),
+        (
+            crate::host::CAP_GET_MSR_FEATURES.name(),
+            crate::host::CAP_GET_MSR_FEATURES.number(),
+        ),
+    ] {
+        m.insert(name.to_string(), u64::from(v));
+    }
     m.insert("kvm_run.size".into(), size_of::<kb::kvm_run>() as u64);
     // bindgen spells the C member `type` as `type_`; facts use the kernel's names.
     m.into_iter()

@@ -10,15 +10,19 @@ mod dirty;
 mod error;
 mod exit;
 mod facts;
+mod host;
 mod ioapic;
 mod irq;
 mod msrs;
 mod pio;
 mod platform;
+mod profile;
 mod routing;
 mod split;
 mod state;
 mod sys;
+mod vcpu_state;
+mod vm_state;
 
 pub use arch::{X86System, X86Vcpu, X86Vm, X86_64};
 pub use arch_io::{EoiHandler, X86Io};
@@ -41,13 +45,20 @@ pub use platform::{
     PCI_HOLE_SIZE, PCI_HOLE_START, PM1_CNT_SLP_EN, PM1_CNT_SLP_TYP_SHIFT, PVH_INFO_ADDR,
     PVH_INFO_END, PVH_MEMMAP_ADDR, ZERO_PAGE_ADDR,
 };
+pub use profile::{
+    abi_profile, CapabilityValue, CpuidProfile, CpuidRegister, FeatureWord, ProfileMismatch,
+    X86AbiProfile, PROFILE_VERSION,
+};
 pub use routing::{pc_gsi_routes, pc_routing_table, IOAPIC_PINS};
 pub use split::SplitIrqchip;
-pub use state::X86VcpuState;
+pub use state::{
+    IrqchipState, Omission, Omitted, StatePiece, X86VcpuState, X86VmState, STATE_VERSION,
+};
 pub use sys::{
     ioctl_numbers, KVM_CLEAR_DIRTY_LOG, KVM_GET_DIRTY_LOG, KVM_GET_ONE_REG, KVM_RESET_DIRTY_RINGS,
     KVM_RUN, KVM_SET_ONE_REG,
 };
+pub use vm_state::{restore_vm_state, restore_vm_state_with, save_vm_state, ClockRestore};
 
 /// kvm-bindings, re-exported for the register types of this crate's `Arch`.
 pub use kvm_bindings;

@@ -118,6 +118,74 @@ pub fn ioctl_numbers() -> Vec<(&'static str, u64)> {
             "KVM_ENABLE_CAP",
             ioc(IOC_WRITE, KVMIO, 0xa3, s(size_of::<kb::kvm_enable_cap>())),
         ),
+        (
+            "KVM_GET_MSR_INDEX_LIST",
+            ioc(IOC_WRITE | IOC_READ, KVMIO, 0x02, 4),
+        ),
+        (
+            "KVM_GET_MSR_FEATURE_INDEX_LIST",
+            ioc(IOC_WRITE | IOC_READ, KVMIO, 0x0a, 4),
+        ),
+        ("KVM_GET_CPUID2", ioc(IOC_WRITE | IOC_READ, KVMIO, 0x91, 8)),
+        (
+            "KVM_GET_IRQCHIP",
+            ioc(
+                IOC_WRITE | IOC_READ,
+                KVMIO,
+                0x62,
+                s(size_of::<kb::kvm_irqchip>()),
+            ),
+        ),
+        (
+            "KVM_SET_IRQCHIP",
+            ioc(IOC_READ, KVMIO, 0x63, s(size_of::<kb::kvm_irqchip>())),
+        ),
+        (
+            "KVM_SET_CLOCK",
+            ioc(IOC_WRITE, KVMIO, 0x7b, s(size_of::<kb::kvm_clock_data>())),
+        ),
+        (
+            "KVM_GET_CLOCK",
+            ioc(IOC_READ, KVMIO, 0x7c, s(size_of::<kb::kvm_clock_data>())),
+        ),
+        (
+            "KVM_GET_PIT2",
+            ioc(IOC_READ, KVMIO, 0x9f, s(size_of::<kb::kvm_pit_state2>())),
+        ),
+        (
+            "KVM_SET_PIT2",
+            ioc(IOC_WRITE, KVMIO, 0xa0, s(size_of::<kb::kvm_pit_state2>())),
+        ),
+        (
+            "KVM_GET_DEBUGREGS",
+            ioc(IOC_READ, KVMIO, 0xa1, s(size_of::<kb::kvm_debugregs>())),
+        ),
+        (
+            "KVM_SET_DEBUGREGS",
+            ioc(IOC_WRITE, KVMIO, 0xa2, s(size_of::<kb::kvm_debugregs>())),
+        ),
+        (
+            "KVM_GET_XSAVE",
+            ioc(IOC_READ, KVMIO, 0xa4, s(size_of::<kb::kvm_xsave>())),
+        ),
+        (
+            "KVM_SET_XSAVE",
+            ioc(IOC_WRITE, KVMIO, 0xa5, s(size_of::<kb::kvm_xsave>())),
+        ),
+        (
+            "KVM_GET_XCRS",
+            ioc(IOC_READ, KVMIO, 0xa6, s(size_of::<kb::kvm_xcrs>())),
+        ),
+        (
+            "KVM_SET_XCRS",
+            ioc(IOC_WRITE, KVMIO, 0xa7, s(size_of::<kb::kvm_xcrs>())),
+        ),
+        ("KVM_SET_TSC_KHZ", ioc(IOC_NONE, KVMIO, 0xa2, 0)),
+        ("KVM_GET_TSC_KHZ", ioc(IOC_NONE, KVMIO, 0xa3, 0)),
+        (
+            "KVM_GET_XSAVE2",
+            ioc(IOC_READ, KVMIO, 0xcf, s(size_of::<kb::kvm_xsave>())),
+        ),
         ("KVM_GET_ONE_REG", KVM_GET_ONE_REG),
         ("KVM_SET_ONE_REG", KVM_SET_ONE_REG),
         ("KVM_GET_DIRTY_LOG", KVM_GET_DIRTY_LOG),
@@ -146,6 +214,73 @@ pub(crate) fn kvm_run_bytes(vcpu: &mut kvm_ioctls::VcpuFd, len: usize) -> &mut [
     // `len` we were created with) at this address for the fd's lifetime, and
     // `&mut vcpu` gives us exclusive use of it for the returned borrow.
     unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+}
+
+/// A vCPU's `kvm_run` mapping, kept by the [`crate::X86Vcpu`] that owns it,
+/// for what must be read or written through a shared reference: the
+/// `immediate_exit` byte and the exit reason.
+#[derive(Debug)]
+pub(crate) struct RunArea(std::ptr::NonNull<kvm_bindings::kvm_run>);
+
+// SAFETY: the pointer targets the kvm_run mapping of the `VcpuFd` stored in
+// the same `X86Vcpu`; the mapping moves with it and lives until it is
+// dropped. Its fields are only accessed atomically, as the kernel and the
+// kick signal handler also write them.
+unsafe impl Send for RunArea {}
+// SAFETY: as above: shared access only goes through atomic operations.
+unsafe impl Sync for RunArea {}
+
+impl RunArea {
+    /// The mapping of `vcpu`.
+    pub(crate) fn of(vcpu: &mut kvm_ioctls::VcpuFd) -> Self {
+        RunArea(std::ptr::NonNull::from(vcpu.get_kvm_run()))
+    }
+
+    fn field<T>(&self, offset: usize) -> *mut T {
+        self.0
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_add(offset)
+            .cast::<T>()
+    }
+
+    /// `kvm_run.exit_reason`.
+    pub(crate) fn exit_reason(&self) -> u32 {
+        let p = self.field::<u32>(std::mem::offset_of!(kvm_bindings::kvm_run, exit_reason));
+        // SAFETY: an aligned u32 (offset 8 of the page-aligned mapping) in
+        // the kvm_run mapping, alive as long as `self` (see above); read
+        // atomically.
+        let v = unsafe { std::sync::atomic::AtomicU32::from_ptr(p) };
+        v.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Wraps `KVM_RUN` with `kvm_run.immediate_exit` set: the kernel
+    /// finishes the port I/O or MMIO access of the last exit (copies an
+    /// `in`'s data into the guest's register, moves RIP past an `out`) and
+    /// returns `EINTR` without entering the guest, as the KVM API document
+    /// asks of userspace before it reads the vCPU's state.
+    ///
+    /// Returns false when finishing the access needed another exit (a `rep`
+    /// string I/O or an MMIO access split across pages): `kvm_run` then holds
+    /// that exit, which the caller must handle.
+    pub(crate) fn complete_pending_io(
+        &self,
+        vcpu: &kvm_ioctls::VcpuFd,
+    ) -> Result<bool, kvm_ioctls::Error> {
+        let p = self.field::<u8>(std::mem::offset_of!(kvm_bindings::kvm_run, immediate_exit));
+        // SAFETY: a u8 in the kvm_run mapping of `vcpu`, alive as long as
+        // `self` (see above); accessed only atomically.
+        let flag = unsafe { std::sync::atomic::AtomicU8::from_ptr(p) };
+        let before = flag.swap(1, std::sync::atomic::Ordering::SeqCst);
+        let r = kvm_run(vcpu);
+        // A kick that came meanwhile is still pending in the kicker's flag.
+        flag.store(before, std::sync::atomic::Ordering::SeqCst);
+        match r {
+            Err(e) if e.errno() == libc::EINTR => Ok(true),
+            Err(e) => Err(e),
+            Ok(()) => Ok(false),
+        }
+    }
 }
 
 /// `struct kvm_dirty_log`.
