@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The format version of [`X86AbiProfile`]; `check` refuses any other.
+///
+/// ```
+/// use kvmkit_arch_x86_64::{X86AbiProfile, PROFILE_VERSION};
+/// assert_eq!(X86AbiProfile::of_state(None, &[]).version, PROFILE_VERSION);
+/// ```
 pub const PROFILE_VERSION: u32 = 1;
 
 /// The size of `struct kvm_xsave`: what `KVM_GET_XSAVE` writes.
@@ -227,6 +232,12 @@ impl fmt::Display for CapabilityValue {
 
 /// Why a saved state cannot be restored on a host: each names the item and
 /// the values on both sides.
+///
+/// ```
+/// use kvmkit_arch_x86_64::ProfileMismatch;
+/// let m = ProfileMismatch::Capability { name: "KVM_CAP_XCRS".into(), number: 56, saved: 1, host: 0 };
+/// assert_eq!(m.to_string(), "KVM_CAP_XCRS (56): the state needs 1, this host has 0");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProfileMismatch {

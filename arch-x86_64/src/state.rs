@@ -16,6 +16,10 @@ use std::fmt;
 
 /// The format version of [`X86VcpuState`] and [`X86VmState`]; a restore
 /// refuses any other.
+///
+/// ```
+/// assert_eq!(kvmkit_arch_x86_64::X86VmState::default().version, kvmkit_arch_x86_64::STATE_VERSION);
+/// ```
 pub const STATE_VERSION: u32 = 1;
 
 /// One piece of the saved state, for saying which were left out and why.
@@ -254,7 +258,16 @@ fn omission(list: &[Omitted], piece: StatePiece) -> Option<&Omission> {
     list.iter().find(|o| o.piece == piece).map(|o| &o.reason)
 }
 
-/// The in-kernel PIC pair and IOAPIC (`KVM_GET_IRQCHIP` for chips 0, 1, 2).
+/// The in-kernel PIC pair and IOAPIC (`KVM_GET_IRQCHIP` for chips 0, 1, 2),
+/// each as kvm-bindings' `kvm_irqchip` (a union; serialised as its bytes).
+///
+/// ```
+/// use kvmkit_arch_x86_64::{save_vm_state, IrqchipMode, VmConfig, X86_64};
+/// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+/// let vm = kvm.create_vm(&VmConfig { irqchip: IrqchipMode::Kernel, ..Default::default() }).unwrap();
+/// let chips = save_vm_state(vm.arch_fd()).unwrap().irqchip.unwrap();
+/// assert_eq!((chips.pic_master.chip_id, chips.pic_slave.chip_id, chips.ioapic.chip_id), (0, 1, 2));
+/// ```
 #[derive(Clone, Copy, Serialize, Deserialize)]
 pub struct IrqchipState {
     /// `KVM_IRQCHIP_PIC_MASTER`.
