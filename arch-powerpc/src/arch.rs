@@ -4,7 +4,6 @@
 //! hosts `/dev/kvm` does not speak PowerPC and the tests only reach these
 //! through non-KVM file descriptors (errors naming the ioctl).
 
-use crate::dirty::DirtySlots;
 use crate::exit::PpcExit;
 use crate::ioctls::*;
 use crate::irq::PpcIrqChip;
@@ -96,7 +95,7 @@ pub struct PpcVm {
     fd: Arc<OwnedFd>,
     vm_type: VmType,
     irqchip: OnceLock<Option<Arc<PpcIrqChip>>>,
-    dirty_slots: DirtySlots,
+    dirty_slots: kvmkit_core::SlotSizes,
 }
 
 impl PpcVm {
@@ -116,7 +115,7 @@ impl PpcVm {
     }
 
     /// The slot sizes `KVM_GET_DIRTY_LOG` is checked against.
-    pub(crate) fn dirty_slots(&self) -> &DirtySlots {
+    pub(crate) fn dirty_slots(&self) -> &kvmkit_core::SlotSizes {
         &self.dirty_slots
     }
 
@@ -222,7 +221,7 @@ impl Arch for Ppc64 {
             fd: Arc::new(sys::owned_fd(raw)),
             vm_type,
             irqchip: OnceLock::new(),
-            dirty_slots: DirtySlots::default(),
+            dirty_slots: kvmkit_core::SlotSizes::default(),
         })
     }
 
@@ -544,7 +543,7 @@ pub(crate) mod tests {
             fd: Arc::new(dev("/dev/null")),
             vm_type,
             irqchip: OnceLock::new(),
-            dirty_slots: DirtySlots::default(),
+            dirty_slots: kvmkit_core::SlotSizes::default(),
         }
     }
 

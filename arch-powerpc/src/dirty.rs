@@ -24,73 +24,13 @@
 use crate::ioctls::KVM_ENABLE_CAP;
 use crate::uapi::kvm_enable_cap;
 use crate::{sys, Error, Ppc64, PpcVcpu, PpcVm, Result};
-use kvmkit_core::{Capability, DirtyLogArch, SlotId};
-use std::collections::BTreeMap;
+use kvmkit_core::{le_bitmap_to_native, Capability, DirtyLogArch, SlotId};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{PoisonError, RwLock};
-
-/// The size of every memory slot set through this crate, so that
-/// `KVM_GET_DIRTY_LOG` is only given a bitmap at least as long as what the
-/// kernel writes (it cannot know the buffer's length).
-///
-/// `KVM_SET_USER_MEMORY_REGION` runs under the write lock and
-/// `KVM_GET_DIRTY_LOG` under the read lock, so a slot cannot grow between
-/// the length check and the copy.
-#[derive(Debug, Default)]
-pub(crate) struct DirtySlots {
-    sizes: RwLock<BTreeMap<u32, u64>>,
-}
-
-impl DirtySlots {
-    /// Runs `set` (`KVM_SET_USER_MEMORY_REGION` of `slot`) and records the
-    /// slot's new size if it succeeded (0 deletes the slot).
-    pub(crate) fn update(
-        &self,
-        slot: u32,
-        memory_size: u64,
-        set: impl FnOnce() -> Result<()>,
-    ) -> Result<()> {
-        // The map is only changed after `set` succeeded, so a panic in it
-        // leaves the map consistent with the kernel: poison is harmless.
-        let mut sizes = self.sizes.write().unwrap_or_else(PoisonError::into_inner);
-        set()?;
-        if memory_size == 0 {
-            sizes.remove(&slot);
-        } else {
-            sizes.insert(slot, memory_size);
-        }
-        Ok(())
-    }
-
-    /// Runs `get` with the words KVM writes for `slot` (its pages at
-    /// `page_size` bytes, rounded up to 64) while no slot can change, or
-    /// `None` for a slot this VM has not set.
-    pub(crate) fn with_words<R>(
-        &self,
-        slot: u32,
-        page_size: u64,
-        get: impl FnOnce(Option<usize>) -> R,
-    ) -> R {
-        let sizes = self.sizes.read().unwrap_or_else(PoisonError::into_inner);
-        let words = sizes.get(&slot).map(|&size| {
-            let pages = size.div_ceil(page_size.max(1));
-            usize::try_from(pages.div_ceil(64)).unwrap_or(usize::MAX)
-        });
-        get(words)
-    }
-}
-
-/// Turns the words KVM wrote (a little-endian bitmap: page `i` is bit
-/// `i % 8` of byte `i / 8`) into the contract's layout, bit `i % 64` of
-/// native word `i / 64`: nothing to do on ppc64le, a byte swap per word on
-/// big-endian ppc64.
-fn kernel_bitmap_to_words(words: &mut [u64]) {
-    for w in words {
-        *w = u64::from_le(*w);
-    }
-}
 
 impl DirtyLogArch for Ppc64 {
+    /// No dirty ring: the UAPI defines `KVM_DIRTY_LOG_PAGE_OFFSET` as 0 here.
+    const DIRTY_RING_PAGE_OFFSET: Option<u64> = None;
+
     /// Wraps `KVM_ENABLE_CAP` on the VM fd. PowerPC's KVM refuses the
     /// dirty-log capabilities (`EINVAL`), see the module documentation.
     fn enable_vm_cap(vm: &PpcVm, cap: Capability, args: [u64; 4]) -> Result<()> {
@@ -130,7 +70,7 @@ impl DirtyLogArch for Ppc64 {
                 // read lock keeps the slot from changing until we return.
                 unsafe { sys::get_dirty_log(vm.as_fd(), slot.0, bitmap) }
                     .map_err(Error::ioctl("KVM_GET_DIRTY_LOG"))?;
-                kernel_bitmap_to_words(&mut bitmap[..needed]);
+                le_bitmap_to_native(&mut bitmap[..needed]);
                 Ok(())
             })
     }
@@ -179,46 +119,6 @@ mod tests {
     use super::*;
     use crate::uapi::{KVM_DIRTY_LOG_PAGE_OFFSET, OTHER_CONSTANTS};
 
-    fn ok() -> Result<()> {
-        Ok(())
-    }
-
-    #[test]
-    fn slot_sizes_follow_successful_updates_only() {
-        let slots = DirtySlots::default();
-        assert_eq!(slots.with_words(0, 4096, |w| w), None);
-        // 1 MiB: 256 pages of 4 KiB (4 words), 16 of 64 KiB (1 word).
-        slots.update(0, 1 << 20, ok).unwrap();
-        assert_eq!(slots.with_words(0, 4096, |w| w), Some(4));
-        assert_eq!(slots.with_words(0, 0x1_0000, |w| w), Some(1));
-        // 65 pages of 4 KiB: 2 words.
-        slots.update(1, 65 * 4096, ok).unwrap();
-        assert_eq!(slots.with_words(1, 4096, |w| w), Some(2));
-        // A failed update changes nothing.
-        let failed = || Err(Error::RtasName("x".into()));
-        assert!(slots.update(1, 1 << 30, failed).is_err());
-        assert_eq!(slots.with_words(1, 4096, |w| w), Some(2));
-        // Deleting (size 0) forgets the slot.
-        slots.update(1, 0, ok).unwrap();
-        assert_eq!(slots.with_words(1, 4096, |w| w), None);
-        assert_eq!(slots.with_words(0, 4096, |w| w), Some(4));
-    }
-
-    #[test]
-    fn the_kernels_little_endian_bitmap_becomes_the_contracts_words() {
-        // Pages 9 and 70 dirty, as `set_bit_le` leaves the memory on any
-        // host: byte 1 bit 1, byte 8 bit 6.
-        let mut bytes = [0u8; 16];
-        bytes[1] = 1 << 1;
-        bytes[8] = 1 << 6;
-        let mut words = [
-            u64::from_ne_bytes(bytes[..8].try_into().unwrap()),
-            u64::from_ne_bytes(bytes[8..].try_into().unwrap()),
-        ];
-        kernel_bitmap_to_words(&mut words);
-        assert_eq!(words, [1 << 9, 1 << 6]);
-    }
-
     #[test]
     fn short_bitmaps_are_refused_before_the_kernel() {
         use crate::arch::tests::fake_vm;
@@ -248,7 +148,9 @@ mod tests {
         let e = Ppc64::get_dirty_log(&vm, SlotId(0), &mut bitmap).unwrap_err();
         assert!(matches!(e, Error::DirtyLogUnknownSlot { slot: 0 }), "{e}");
         let size = 64 * 4 * sys::host_page_size(); // 4 words at this host's page size
-        vm.dirty_slots().update(0, size, || Ok(())).unwrap();
+        vm.dirty_slots()
+            .update(0, size, || Ok::<(), Error>(()))
+            .unwrap();
         let e = Ppc64::get_dirty_log(&vm, SlotId(0), &mut bitmap[..3]).unwrap_err();
         assert!(
             matches!(

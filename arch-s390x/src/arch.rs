@@ -4,7 +4,6 @@
 //! is compiled and type-checked on every host, and runs only on an s390x
 //! host with KVM (none was available to this project: see the README).
 
-use crate::dirty::DirtySlots;
 use crate::exit::{off, KVM_RUN_SIZE};
 use crate::sys::{self, RunMapping};
 use crate::uapi::{
@@ -65,7 +64,7 @@ impl AsRawFd for S390System {
 #[derive(Debug)]
 pub struct S390Vm {
     fd: File,
-    dirty_slots: DirtySlots,
+    dirty_slots: kvmkit_core::SlotSizes,
 }
 
 impl S390Vm {
@@ -74,7 +73,7 @@ impl S390Vm {
     }
 
     /// The slot sizes `KVM_GET_DIRTY_LOG` is checked against.
-    pub(crate) fn dirty_slots(&self) -> &DirtySlots {
+    pub(crate) fn dirty_slots(&self) -> &kvmkit_core::SlotSizes {
         &self.dirty_slots
     }
 
@@ -83,7 +82,7 @@ impl S390Vm {
     pub(crate) fn from_file(fd: File) -> S390Vm {
         S390Vm {
             fd,
-            dirty_slots: DirtySlots::default(),
+            dirty_slots: kvmkit_core::SlotSizes::default(),
         }
     }
 }
@@ -237,7 +236,7 @@ impl Arch for S390x {
         let fd = sys::create_vm(&sys.kvm, ty).map_err(Error::ioctl("KVM_CREATE_VM"))?;
         Ok(S390Vm {
             fd,
-            dirty_slots: DirtySlots::default(),
+            dirty_slots: kvmkit_core::SlotSizes::default(),
         })
     }
 

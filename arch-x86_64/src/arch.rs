@@ -72,6 +72,7 @@ pub struct X86Vm {
     fd: Arc<VmFd>,
     irqchip: Arc<OnceLock<IrqchipMode>>,
     pit: Arc<OnceLock<bool>>,
+    slot_sizes: Arc<kvmkit_core::SlotSizes>,
 }
 
 impl X86Vm {
@@ -95,6 +96,11 @@ impl X86Vm {
     pub(crate) fn check_extension(&self, cap: Capability) -> i32 {
         self.fd
             .check_extension_raw(libc::c_ulong::from(cap.number()))
+    }
+
+    /// The slot sizes `KVM_GET_DIRTY_LOG` is checked against.
+    pub(crate) fn slot_sizes(&self) -> &kvmkit_core::SlotSizes {
+        &self.slot_sizes
     }
 }
 
@@ -219,6 +225,7 @@ impl Arch for X86_64 {
             fd: Arc::new(fd),
             irqchip: Arc::new(OnceLock::new()),
             pit: Arc::new(OnceLock::new()),
+            slot_sizes: Arc::default(),
         })
     }
 
@@ -282,10 +289,13 @@ impl Arch for X86_64 {
             memory_size: r.memory_size,
             userspace_addr: r.userspace_addr,
         };
-        // SAFETY: the caller guarantees the host range stays mapped while the
-        // slot exists (the contract of `Arch::set_user_memory_region`).
-        unsafe { vm.fd.set_user_memory_region(region) }
-            .map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))
+        // The slot's size is recorded for `DirtyLogArch::get_dirty_log`.
+        vm.slot_sizes.update(region.slot, region.memory_size, || {
+            // SAFETY: the caller guarantees the host range stays mapped while
+            // the slot exists (the contract of `Arch::set_user_memory_region`).
+            unsafe { vm.fd.set_user_memory_region(region) }
+                .map_err(Error::ioctl("KVM_SET_USER_MEMORY_REGION"))
+        })
     }
 
     fn create_vcpu(sys: &X86System, vm: &X86Vm, id: VcpuId) -> Result<X86Vcpu> {

@@ -6,7 +6,12 @@ use kvm_bindings::kvm_enable_cap;
 use kvmkit_core::{Capability, DirtyLogArch, SlotId};
 use std::os::unix::io::{AsRawFd, RawFd};
 
+/// x86's page size: one bit of a dirty bitmap.
+const PAGE_SIZE: u64 = 0x1000;
+
 impl DirtyLogArch for X86_64 {
+    const DIRTY_RING_PAGE_OFFSET: Option<u64> = Some(kvmkit_core::DIRTY_LOG_PAGE_OFFSET);
+
     fn enable_vm_cap(vm: &X86Vm, cap: Capability, args: [u64; 4]) -> Result<()> {
         let raw = kvm_enable_cap {
             cap: cap.number(),
@@ -21,8 +26,28 @@ impl DirtyLogArch for X86_64 {
             })
     }
 
+    /// Wraps `KVM_GET_DIRTY_LOG`. The slot must have been set through this VM
+    /// ([`Error::DirtyLogUnknownSlot`]) and `bitmap` must cover it
+    /// ([`Error::DirtyBitmapTooShort`]): both are checked before the kernel,
+    /// which writes the whole slot's bitmap, is called.
     fn get_dirty_log(vm: &X86Vm, slot: SlotId, bitmap: &mut [u64]) -> Result<()> {
-        sys::get_dirty_log(vm.vm_fd(), slot.0, bitmap).map_err(Error::ioctl("KVM_GET_DIRTY_LOG"))
+        vm.slot_sizes().with_words(slot.0, PAGE_SIZE, |words| {
+            let needed = words.ok_or(Error::DirtyLogUnknownSlot { slot: slot.0 })?;
+            if bitmap.len() < needed {
+                return Err(Error::DirtyBitmapTooShort {
+                    ioctl: "KVM_GET_DIRTY_LOG",
+                    slot: slot.0,
+                    needed,
+                    len: bitmap.len(),
+                });
+            }
+            // SAFETY: `bitmap` has at least `needed` words, the bitmap the
+            // kernel keeps for this slot (its size as recorded by
+            // `set_user_memory_region`, in 4 KiB pages rounded up to 64); the
+            // read lock keeps the slot from changing until we return.
+            unsafe { sys::get_dirty_log(vm.vm_fd(), slot.0, bitmap) }
+                .map_err(Error::ioctl("KVM_GET_DIRTY_LOG"))
+        })
     }
 
     fn clear_dirty_log(
@@ -32,6 +57,15 @@ impl DirtyLogArch for X86_64 {
         num_pages: u32,
         bitmap: &[u64],
     ) -> Result<()> {
+        let needed = usize::try_from(num_pages.div_ceil(64)).unwrap_or(usize::MAX);
+        if bitmap.len() < needed {
+            return Err(Error::DirtyBitmapTooShort {
+                ioctl: "KVM_CLEAR_DIRTY_LOG",
+                slot: slot.0,
+                needed,
+                len: bitmap.len(),
+            });
+        }
         sys::clear_dirty_log(vm.vm_fd(), slot.0, first_page, num_pages, bitmap)
             .map_err(Error::ioctl("KVM_CLEAR_DIRTY_LOG"))
     }
@@ -42,5 +76,53 @@ impl DirtyLogArch for X86_64 {
 
     fn vcpu_raw_fd(vcpu: &X86Vcpu) -> RawFd {
         vcpu.vcpu_fd().as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvmkit_core::{MemoryFlags, UserMemoryRegion};
+
+    #[test]
+    fn short_bitmaps_and_unknown_slots_are_refused_before_the_kernel() {
+        let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else {
+            return;
+        };
+        let vm = kvm.create_vm(&Default::default()).unwrap();
+        let mem = vm_memory::MmapRegion::<()>::new(65 * 4096).unwrap();
+        let region = UserMemoryRegion {
+            slot: SlotId(2),
+            flags: MemoryFlags::LOG_DIRTY_PAGES,
+            guest_phys_addr: 0x10_0000,
+            memory_size: 65 * 4096,
+            userspace_addr: mem.as_ptr() as u64,
+        };
+        // SAFETY: `mem` outlives the VM's use of the slot: it is deleted
+        // below before `mem` is dropped.
+        unsafe { vm.set_user_memory_region(&region) }.unwrap();
+        let e = X86_64::get_dirty_log(vm.arch_fd(), SlotId(2), &mut [0]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "KVM_GET_DIRTY_LOG of slot 2 needs a bitmap of 2 words, got 1"
+        );
+        let e = X86_64::get_dirty_log(vm.arch_fd(), SlotId(3), &mut [0; 4]).unwrap_err();
+        assert!(matches!(e, Error::DirtyLogUnknownSlot { slot: 3 }), "{e}");
+        let mut words = [u64::MAX; 2];
+        X86_64::get_dirty_log(vm.arch_fd(), SlotId(2), &mut words).unwrap();
+        assert_eq!(words, [0, 0], "nothing written yet");
+        let e = X86_64::clear_dirty_log(vm.arch_fd(), SlotId(2), 0, 65, &[0]).unwrap_err();
+        assert!(
+            matches!(e, Error::DirtyBitmapTooShort { needed: 2, .. }),
+            "{e}"
+        );
+        let deleted = UserMemoryRegion {
+            memory_size: 0,
+            ..region
+        };
+        // SAFETY: deleting a slot leaves KVM no reference to host memory.
+        unsafe { vm.set_user_memory_region(&deleted) }.unwrap();
+        let e = X86_64::get_dirty_log(vm.arch_fd(), SlotId(2), &mut words).unwrap_err();
+        assert!(matches!(e, Error::DirtyLogUnknownSlot { slot: 2 }), "{e}");
     }
 }

@@ -312,8 +312,13 @@ fn ioctl_result(ret: libc::c_int) -> Result<libc::c_int, kvm_ioctls::Error> {
 }
 
 /// Wraps `KVM_GET_DIRTY_LOG`: the kernel writes the slot's bitmap into
-/// `bitmap`, which the caller sized to the slot (`ceil(pages / 64)` words).
-pub(crate) fn get_dirty_log(
+/// `bitmap`.
+///
+/// # Safety
+///
+/// `bitmap` must be at least as long as the slot's bitmap
+/// (`ceil(pages / 64)` words): the kernel does not know its length.
+pub(crate) unsafe fn get_dirty_log(
     vm: &kvm_ioctls::VmFd,
     slot: u32,
     bitmap: &mut [u64],
@@ -325,8 +330,8 @@ pub(crate) fn get_dirty_log(
     };
     // SAFETY: `vm` is an open VM fd; `arg` is a valid `kvm_dirty_log` whose
     // bitmap pointer is `bitmap`, writable for its whole length while the
-    // call runs. The kernel writes at most the slot's bitmap size and the
-    // caller sized `bitmap` to the slot (`DirtyLogArch::get_dirty_log`).
+    // call runs. The kernel writes the slot's bitmap size, which the caller
+    // guarantees `bitmap` covers.
     let ret = unsafe { libc::ioctl(vm.as_raw_fd(), KVM_GET_DIRTY_LOG as libc::c_ulong, &arg) };
     ioctl_result(ret).map(drop)
 }

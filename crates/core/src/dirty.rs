@@ -8,7 +8,9 @@
 //! because a VMM that never logs dirty pages needs none of it.
 
 use crate::{Arch, Capability, SlotId, Vcpu, Vm};
+use std::collections::BTreeMap;
 use std::os::unix::io::RawFd;
+use std::sync::{PoisonError, RwLock};
 
 /// `KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE`: `KVM_GET_DIRTY_LOG` no longer clears
 /// or write-protects; `KVM_CLEAR_DIRTY_LOG` does, for the pages it is given.
@@ -22,8 +24,10 @@ pub const DIRTY_GFN_F_DIRTY: u32 = 1 << 0;
 /// `KVM_DIRTY_GFN_F_RESET`: userspace has collected the entry.
 pub const DIRTY_GFN_F_RESET: u32 = 1 << 1;
 
-/// `KVM_DIRTY_LOG_PAGE_OFFSET`: the dirty ring is mapped from the vCPU fd at
-/// this many host pages.
+/// `KVM_DIRTY_LOG_PAGE_OFFSET` where the kernel has a dirty ring (x86,
+/// arm64, RISC-V, LoongArch): the ring is mapped from the vCPU fd at this many
+/// host pages. Architectures without a ring define it as 0; shared code uses
+/// [`DirtyLogArch::DIRTY_RING_PAGE_OFFSET`].
 pub const DIRTY_LOG_PAGE_OFFSET: u64 = 64;
 
 /// `struct kvm_dirty_gfn`: one dirty-ring entry, the same layout on every
@@ -52,15 +56,27 @@ const _: () = assert!(std::mem::size_of::<DirtyGfn>() == 16);
 ///
 /// Every method wraps exactly one ioctl; semantics (chunking, epochs, ring
 /// harvesting) live in the portable dirty-log crate.
+///
+/// Bitmaps cross this trait as native `u64` words, bit `i % 64` of word
+/// `i / 64` being page `i` of the slot. (KVM fills `KVM_GET_DIRTY_LOG`'s
+/// buffer with `set_bit_le`, a little-endian bitmap; a big-endian arch
+/// converts with [`le_bitmap_to_native`].) A bit is one host page.
 pub trait DirtyLogArch: Arch {
+    /// `KVM_DIRTY_LOG_PAGE_OFFSET` of this arch's UAPI: where the dirty ring
+    /// is mapped in the vCPU fd, in host pages; `None` where the kernel has
+    /// no dirty ring on this arch.
+    const DIRTY_RING_PAGE_OFFSET: Option<u64>;
+
     /// Wraps `KVM_ENABLE_CAP` on the VM fd with `args` (the four argument
     /// words). Used for `KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2` and
     /// `KVM_CAP_DIRTY_LOG_RING[_ACQ_REL]`.
     fn enable_vm_cap(vm: &Self::VmFd, cap: Capability, args: [u64; 4]) -> Result<(), Self::Error>;
 
-    /// Wraps `KVM_GET_DIRTY_LOG` for `slot` into `bitmap`, KVM's layout: bit
-    /// `i % 64` of word `i / 64` is page `i`. The caller sizes `bitmap` to
-    /// cover the slot (the kernel writes `ceil(pages / 64)` words).
+    /// Wraps `KVM_GET_DIRTY_LOG` for `slot` into `bitmap`: bit `i % 64` of
+    /// word `i / 64` is page `i`. The kernel writes the whole slot's bitmap
+    /// without knowing the buffer's length, so implementations refuse a
+    /// slot they did not set and a `bitmap` shorter than the slot (see
+    /// [`SlotSizes`]) before calling it.
     fn get_dirty_log(vm: &Self::VmFd, slot: SlotId, bitmap: &mut [u64]) -> Result<(), Self::Error>;
 
     /// Wraps `KVM_CLEAR_DIRTY_LOG`: clears (and write-protects again) the
@@ -83,6 +99,83 @@ pub trait DirtyLogArch: Arch {
     /// The vCPU's file descriptor, to map its dirty ring (at
     /// [`DIRTY_LOG_PAGE_OFFSET`] host pages). The fd stays owned by `vcpu`.
     fn vcpu_raw_fd(vcpu: &Self::VcpuFd) -> RawFd;
+}
+
+/// The size of every memory slot an arch backend set, so that
+/// `KVM_GET_DIRTY_LOG` is only given a bitmap at least as long as what the
+/// kernel writes.
+///
+/// `KVM_SET_USER_MEMORY_REGION` runs under the write lock ([`update`]) and
+/// `KVM_GET_DIRTY_LOG` under the read lock ([`with_words`]), so a slot cannot
+/// grow between the length check and the copy.
+///
+/// [`update`]: SlotSizes::update
+/// [`with_words`]: SlotSizes::with_words
+///
+/// ```
+/// let sizes = kvmkit_core::SlotSizes::default();
+/// sizes.update(0, 65 * 4096, || Ok::<(), ()>(()))?;
+/// assert_eq!(sizes.with_words(0, 4096, |w| w), Some(2));
+/// assert_eq!(sizes.with_words(1, 4096, |w| w), None);
+/// # Ok::<(), ()>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct SlotSizes {
+    sizes: RwLock<BTreeMap<u32, u64>>,
+}
+
+impl SlotSizes {
+    /// Runs `set` (`KVM_SET_USER_MEMORY_REGION` of `slot`) and records the
+    /// slot's new size if it succeeded (0 deletes the slot).
+    pub fn update<E>(
+        &self,
+        slot: u32,
+        memory_size: u64,
+        set: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
+        // The map is only changed after `set` succeeded, so a panic in it
+        // leaves the map consistent with the kernel: poison is harmless.
+        let mut sizes = self.sizes.write().unwrap_or_else(PoisonError::into_inner);
+        set()?;
+        if memory_size == 0 {
+            sizes.remove(&slot);
+        } else {
+            sizes.insert(slot, memory_size);
+        }
+        Ok(())
+    }
+
+    /// Runs `get` with the number of words KVM writes for `slot` (its pages
+    /// at `page_size` bytes, rounded up to 64) while no slot can change, or
+    /// `None` for a slot not set.
+    pub fn with_words<R>(
+        &self,
+        slot: u32,
+        page_size: u64,
+        get: impl FnOnce(Option<usize>) -> R,
+    ) -> R {
+        let sizes = self.sizes.read().unwrap_or_else(PoisonError::into_inner);
+        let words = sizes.get(&slot).map(|&size| {
+            let pages = size.div_ceil(page_size.max(1));
+            usize::try_from(pages.div_ceil(64)).unwrap_or(usize::MAX)
+        });
+        get(words)
+    }
+}
+
+/// Turns the words of a kernel dirty bitmap (little-endian: page `i` is bit
+/// `i % 8` of byte `i / 8`) into native words (bit `i % 64` of word `i / 64`):
+/// nothing on little-endian hosts, a byte swap per word on big-endian ones.
+///
+/// ```
+/// let mut w = [u64::from_le(1)];
+/// kvmkit_core::le_bitmap_to_native(&mut w);
+/// assert_eq!(w, [1]);
+/// ```
+pub fn le_bitmap_to_native(words: &mut [u64]) {
+    for w in words {
+        *w = u64::from_le(*w);
+    }
 }
 
 impl<A: DirtyLogArch> Vm<A> {
@@ -118,5 +211,46 @@ impl<A: DirtyLogArch> Vcpu<A> {
     /// The vCPU fd, to map its dirty ring (see [`DirtyLogArch::vcpu_raw_fd`]).
     pub fn raw_fd(&self) -> RawFd {
         A::vcpu_raw_fd(self.arch_fd())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_sizes_follow_successful_updates_only() {
+        let ok = || Ok::<(), &str>(());
+        let slots = SlotSizes::default();
+        assert_eq!(slots.with_words(0, 4096, |w| w), None);
+        // 1 MiB: 256 pages of 4 KiB (4 words), 16 of 64 KiB (1 word).
+        slots.update(0, 1 << 20, ok).unwrap();
+        assert_eq!(slots.with_words(0, 4096, |w| w), Some(4));
+        assert_eq!(slots.with_words(0, 0x1_0000, |w| w), Some(1));
+        // 65 pages of 4 KiB: 2 words.
+        slots.update(1, 65 * 4096, ok).unwrap();
+        assert_eq!(slots.with_words(1, 4096, |w| w), Some(2));
+        // A failed update changes nothing.
+        assert!(slots.update(1, 1 << 30, || Err("refused")).is_err());
+        assert_eq!(slots.with_words(1, 4096, |w| w), Some(2));
+        // Deleting (size 0) forgets the slot.
+        slots.update(1, 0, ok).unwrap();
+        assert_eq!(slots.with_words(1, 4096, |w| w), None);
+        assert_eq!(slots.with_words(0, 4096, |w| w), Some(4));
+    }
+
+    #[test]
+    fn the_kernels_little_endian_bitmap_becomes_native_words() {
+        // Pages 9 and 70 dirty, as `set_bit_le` leaves the memory on any
+        // host: byte 1 bit 1, byte 8 bit 6.
+        let mut bytes = [0u8; 16];
+        bytes[1] = 1 << 1;
+        bytes[8] = 1 << 6;
+        let mut words = [
+            u64::from_ne_bytes(bytes[..8].try_into().unwrap()),
+            u64::from_ne_bytes(bytes[8..].try_into().unwrap()),
+        ];
+        le_bitmap_to_native(&mut words);
+        assert_eq!(words, [1 << 9, 1 << 6]);
     }
 }

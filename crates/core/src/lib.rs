@@ -15,8 +15,8 @@ mod vm;
 pub use arch::{Arch, ArchExitOutcome, RunOutcome};
 pub use capability::Capability;
 pub use dirty::{
-    DirtyGfn, DirtyLogArch, DIRTY_GFN_F_DIRTY, DIRTY_GFN_F_RESET, DIRTY_LOG_PAGE_OFFSET,
-    MANUAL_PROTECT_ENABLE, MANUAL_PROTECT_INITIALLY_SET,
+    le_bitmap_to_native, DirtyGfn, DirtyLogArch, SlotSizes, DIRTY_GFN_F_DIRTY, DIRTY_GFN_F_RESET,
+    DIRTY_LOG_PAGE_OFFSET, MANUAL_PROTECT_ENABLE, MANUAL_PROTECT_INITIALLY_SET,
 };
 pub use error::{BoxError, DecodeError, Error, Result};
 pub use exit::{SystemEventKind, VcpuExit};
