@@ -81,7 +81,7 @@ impl DirtyBitmap {
     /// assert_eq!(bm.pages_iter().collect::<Vec<_>>(), vec![0, 64]);
     /// # Ok::<(), kvmkit_dirty_log::Error>(())
     /// ```
-    pub fn from_vec(mut words: Vec<u64>, pages: usize) -> Result<Self> {
+    pub fn from_vec(words: Vec<u64>, pages: usize) -> Result<Self> {
         let expected = words_for(pages);
         if words.len() != expected {
             return Err(Error::FromWords {
@@ -90,13 +90,25 @@ impl DirtyBitmap {
                 words: words.len(),
             });
         }
-        let tail = pages % BITS;
+        let mut bm = Self { words, pages };
+        bm.mask_tail();
+        Ok(bm)
+    }
+
+    /// The words, for a backend to fill in place (e.g. by `KVM_GET_DIRTY_LOG`);
+    /// call [`DirtyBitmap::mask_tail`] afterwards.
+    pub(crate) fn words_mut(&mut self) -> &mut [u64] {
+        &mut self.words
+    }
+
+    /// Clears the bits past the last page, restoring the invariant.
+    pub(crate) fn mask_tail(&mut self) {
+        let tail = self.pages % BITS;
         if tail != 0 {
-            if let Some(last) = words.last_mut() {
+            if let Some(last) = self.words.last_mut() {
                 *last &= (1u64 << tail) - 1;
             }
         }
-        Ok(Self { words, pages })
     }
 
     /// Harvests a vm-memory [`AtomicBitmap`] word by word, clearing it atomically

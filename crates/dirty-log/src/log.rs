@@ -95,6 +95,45 @@ impl DirtyLog {
         }
     }
 
+    /// Marks the pages `dirty` of `slot` (a slot of `pages` pages) in its
+    /// accumulated set, without building a whole bitmap: what a backend that
+    /// learns pages one by one (the dirty ring) uses. Pages at or past
+    /// `pages` are ignored; the first call for a slot fixes its page count.
+    ///
+    /// ```
+    /// use kvmkit_core::SlotId;
+    /// use kvmkit_dirty_log::DirtyLog;
+    /// let log = DirtyLog::new();
+    /// log.accumulate_pages(SlotId(0), 130, [3, 64, 129, 500])?;
+    /// let taken = log.take(SlotId(0)).expect("slot 0 was harvested");
+    /// assert_eq!(taken.pages_iter().collect::<Vec<_>>(), vec![3, 64, 129]);
+    /// assert!(log.accumulate_pages(SlotId(0), 131, [0]).is_err());
+    /// # Ok::<(), kvmkit_dirty_log::Error>(())
+    /// ```
+    pub fn accumulate_pages(
+        &self,
+        slot: SlotId,
+        pages: usize,
+        dirty: impl IntoIterator<Item = usize>,
+    ) -> Result<()> {
+        let mut slots = self.lock();
+        let log = slots.entry(slot).or_insert_with(|| SlotLog {
+            pending: DirtyBitmap::new(pages),
+            epoch: Epoch(0),
+        });
+        if log.pending.pages() != pages {
+            return Err(Error::Accumulate {
+                slot,
+                pages: log.pending.pages(),
+                other: pages,
+            });
+        }
+        for page in dirty {
+            log.pending.set(page);
+        }
+        Ok(())
+    }
+
     /// Returns and clears the pages accumulated for `slot` since the previous take, and
     /// advances its epoch; `None` if the slot was never harvested.
     ///
