@@ -174,10 +174,19 @@ pub(crate) struct Caps {
 }
 
 impl Caps {
+    /// The VM's capabilities; the ring counts as absent where the arch has
+    /// no `KVM_DIRTY_LOG_PAGE_OFFSET` to map it from.
     pub(crate) fn probe<A: DirtyLogArch>(vm: &Vm<A>) -> Self {
+        let ring = |cap| {
+            if A::DIRTY_RING_PAGE_OFFSET.is_some() {
+                vm.check_extension(cap)
+            } else {
+                0
+            }
+        };
         Caps {
-            ring_acq_rel: vm.check_extension(Capability::DIRTY_LOG_RING_ACQ_REL),
-            ring: vm.check_extension(Capability::DIRTY_LOG_RING),
+            ring_acq_rel: ring(Capability::DIRTY_LOG_RING_ACQ_REL),
+            ring: ring(Capability::DIRTY_LOG_RING),
             manual: vm.check_extension(Capability::MANUAL_DIRTY_LOG_PROTECT2),
         }
     }

@@ -75,6 +75,20 @@ pub enum Error {
         /// The kernel's maximum (the capability's value).
         max: u32,
     },
+    /// Creating a tracker failed: the host's pages are not 4 KiB, while
+    /// KVM's dirty bits are host pages and this crate's bitmaps 4 KiB pages.
+    #[error("the host page size is {page_size:#x} bytes: the dirty log needs 4 KiB pages")]
+    HostPageSize {
+        /// The host page size.
+        page_size: u64,
+    },
+    /// Creating a tracker failed: the host page size could not be read.
+    #[error("reading the host page size (sysconf(_SC_PAGESIZE)) failed")]
+    HostPageSizeUnknown {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// Setting the manual-protect clear chunk failed: not a non-zero multiple of 64 pages.
     #[error("a KVM_CLEAR_DIRTY_LOG chunk of {pages} pages: it must be a non-zero multiple of 64")]
     ClearChunk {

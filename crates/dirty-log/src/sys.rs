@@ -8,7 +8,7 @@ use std::os::unix::io::RawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 
-use kvmkit_core::{DirtyGfn, DIRTY_LOG_PAGE_OFFSET};
+use kvmkit_core::DirtyGfn;
 
 /// The host page size (`sysconf(_SC_PAGESIZE)`), the unit of the ring's mmap offset.
 pub(crate) fn host_page_size() -> io::Result<u64> {
@@ -35,11 +35,11 @@ unsafe impl Sync for RingMap {}
 
 impl RingMap {
     /// Maps the dirty ring of the vCPU whose fd is `vcpu_fd`: `bytes` bytes
-    /// (a power of two, a multiple of the entry size) at
-    /// `DIRTY_LOG_PAGE_OFFSET` host pages, `MAP_SHARED`, read-write (KVM
-    /// refuses a private or executable mapping of the ring).
-    pub(crate) fn map(vcpu_fd: RawFd, bytes: u32) -> io::Result<Self> {
-        let offset = DIRTY_LOG_PAGE_OFFSET
+    /// (a power of two, a multiple of the entry size) at `page_offset` host
+    /// pages (the arch's `KVM_DIRTY_LOG_PAGE_OFFSET`), `MAP_SHARED`,
+    /// read-write (KVM refuses a private or executable mapping of the ring).
+    pub(crate) fn map(vcpu_fd: RawFd, bytes: u32, page_offset: u64) -> io::Result<Self> {
+        let offset = page_offset
             .checked_mul(host_page_size()?)
             .and_then(|o| libc::off_t::try_from(o).ok())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
@@ -194,7 +194,7 @@ mod tests {
         assert!(RingMap::anonymous(0).is_err());
         assert!(RingMap::anonymous(24).is_err());
         // Not a vCPU fd: the kernel refuses the mapping.
-        let e = RingMap::map(-1, 4096).unwrap_err();
+        let e = RingMap::map(-1, 4096, 64).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EBADF));
     }
 }

@@ -13,7 +13,7 @@ use vm_memory::{GuestRegionMmap, MmapRegion};
 
 use crate::backend::{choose, Caps};
 use crate::ring::Ring;
-use crate::sys::RingMap;
+use crate::sys::{host_page_size, RingMap};
 use crate::{
     Backend, DirtyBitmap, DirtyLog, Error, HarvestStats, HostWrites, Preference, Result,
     TrackerStats, PAGE_SIZE,
@@ -142,7 +142,11 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     ///
     /// A forced backend the kernel lacks is an [`Error::Unsupported`] naming
     /// the capability; [`Preference::Auto`] falls back instead, and
-    /// [`DirtyTracker::backend`] says what it chose.
+    /// [`DirtyTracker::backend`] says what it chose. The ring counts as
+    /// absent on an arch without `KVM_DIRTY_LOG_PAGE_OFFSET`
+    /// ([`DirtyLogArch::DIRTY_RING_PAGE_OFFSET`] is `None`). Hosts whose page
+    /// size is not 4 KiB are refused ([`Error::HostPageSize`]): KVM's dirty
+    /// bits are host pages, this crate's bitmaps 4 KiB pages.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -162,6 +166,12 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     /// }
     /// ```
     pub fn new(vm: Arc<Vm<A>>, preference: Preference) -> Result<Self> {
+        // KVM's dirty bits are host pages; this crate's bitmaps are 4 KiB pages.
+        match host_page_size() {
+            Ok(PAGE_SIZE) => {}
+            Ok(page_size) => return Err(Error::HostPageSize { page_size }),
+            Err(source) => return Err(Error::HostPageSizeUnknown { source }),
+        }
         let plan = choose(preference, Caps::probe(&vm))?;
         if let Some((cap, arg)) = plan.enable {
             vm.enable_cap(cap, [arg, 0, 0, 0])
@@ -269,7 +279,9 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
         if st.rings.iter().any(|r| r.vcpu() == id) {
             return Err(Error::RingAttached { vcpu: id });
         }
-        let map = RingMap::map(vcpu.raw_fd(), bytes).map_err(|source| Error::MapRing {
+        let offset = A::DIRTY_RING_PAGE_OFFSET
+            .expect("the ring is only chosen where the arch has a ring offset");
+        let map = RingMap::map(vcpu.raw_fd(), bytes, offset).map_err(|source| Error::MapRing {
             vcpu: id,
             bytes,
             source,
