@@ -675,23 +675,25 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
             // A completely full ring: KVM went past its reserved entries
             // and may have overwritten some before they were read.
             overflowed |= n == ring.entries();
-            if full == Some(ring.vcpu()) {
-                if n == 0 {
-                    let gap = ring.skip_gap();
-                    if gap > 0 {
-                        // Entries were lost where the gap is.
-                        overflowed = true;
-                        n = gap + ring.collect(&mut sink);
-                    }
+            if full == Some(ring.vcpu()) && n == 0 {
+                let gap = ring.skip_gap();
+                if gap > 0 {
+                    // Entries were lost where the gap is.
+                    overflowed = true;
+                    n = gap + ring.collect(&mut sink);
                 }
                 if n == 0 {
+                    // Another harvest may have emptied the ring since the
+                    // exit; twice in a row with nothing collected by anyone
+                    // in between, the ring is stuck.
                     ring.empty_full += 1;
                     if ring.empty_full >= 2 {
                         stuck = Some(ring.vcpu());
                     }
-                } else {
-                    ring.empty_full = 0;
                 }
+            }
+            if n > 0 {
+                ring.empty_full = 0;
             }
             handed_back += n;
         }

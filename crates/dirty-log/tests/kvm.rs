@@ -621,6 +621,20 @@ fn kvm_errors_name_the_operation() {
         e.to_string(),
         "attaching the dirty ring of vCPU 0: it is attached already"
     );
+    // A full-ring report with nothing in the ring: once may be a race with
+    // another harvest, twice in a row is a stuck ring, not a spinning vCPU.
+    assert_eq!(
+        r.tracker
+            .on_ring_full(kvmkit_core::VcpuId(0))
+            .unwrap()
+            .pages(),
+        0
+    );
+    let e = r.tracker.on_ring_full(kvmkit_core::VcpuId(0)).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the dirty ring of vCPU 0 stays full but holds nothing to collect"
+    );
     let e = r.tracker.on_ring_full(kvmkit_core::VcpuId(5)).unwrap_err();
     assert_eq!(
         e.to_string(),
