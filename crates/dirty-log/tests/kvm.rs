@@ -467,19 +467,8 @@ fn kvm_ring_full_is_harvested_by_the_run_loop_hook() {
     let written: BTreeSet<usize> = (0..n).map(|i| 2 * i).collect();
     let vcpu = m.protected_vcpu();
     // The list writer, run by the run loop this time.
-    let list: Vec<u8> = written
-        .iter()
-        .flat_map(|p| u32::try_from(m.gpa(slot, *p)).unwrap().to_le_bytes())
-        .collect();
-    m.table
-        .guest_memory()
-        .write_slice(&list, GuestAddress(common::LIST))
-        .unwrap();
-    let mut regs = vcpu.get_regs().unwrap();
-    regs.rip = common::CODE32;
-    regs.rsi = common::LIST;
-    regs.rcx = n as u64;
-    vcpu.set_regs(&regs).unwrap();
+    let addrs: Vec<u64> = written.iter().map(|p| m.gpa(slot, *p)).collect();
+    m.load_list(&vcpu, common::LIST, &addrs, 1);
     let buses = Buses::<X86_64>::new(MmioBus::new(), PortIoBus::new().into())
         .with_dirty_ring_full(m.tracker.ring_full_hook());
     let (run_loop, events) = RunLoop::start(vec![vcpu], Arc::new(buses)).unwrap();
@@ -531,6 +520,55 @@ fn kvm_ring_full_without_hook_stops_the_vcpu() {
     let got = harvest_take(&m, slot);
     assert!(!got.is_empty() && got.iter().all(|p| *p < n));
     drop(run_loop);
+}
+
+fn two_vcpus(pref: Preference) {
+    let Some(kvm) = kvm_or_skip!(X86_64) else {
+        return;
+    };
+    let mut m = Vmm::new(&kvm, pref);
+    let slot = m.add_logged_slot(0x10_0000, 1024 * 0x1000);
+    assert_eq!(harvest_take(&m, slot), initial(&m, 1024));
+    // Two vCPUs under the run loop, each writing its own pages (and one
+    // page both write), each from its own list.
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let sets = [rng.distinct(300, 1024), rng.distinct(300, 1024)];
+    let vcpus: Vec<_> = (0..2)
+        .map(|i| {
+            let vcpu = m.protected_vcpu_id(i);
+            let mut pages = sets[i as usize].clone();
+            pages.push(512);
+            let addrs: Vec<u64> = pages.iter().map(|p| m.gpa(slot, *p)).collect();
+            m.load_list(&vcpu, common::LIST + u64::from(i) * 0x2_0000, &addrs, 1);
+            vcpu
+        })
+        .collect();
+    let buses = Buses::<X86_64>::new(MmioBus::new(), PortIoBus::new().into())
+        .with_dirty_ring_full(m.tracker.ring_full_hook());
+    let (run_loop, events) = RunLoop::start(vcpus, Arc::new(buses)).unwrap();
+    for _ in 0..2 {
+        let r = next_final(&events);
+        assert!(matches!(r.event, VcpuEvent::Halted), "{r:?}");
+    }
+    run_loop.stop();
+    let mut want: BTreeSet<usize> = sets.iter().flatten().copied().collect();
+    want.insert(512);
+    assert_eq!(harvest_take(&m, slot), want);
+}
+
+#[test]
+fn kvm_get_two_vcpus() {
+    two_vcpus(get());
+}
+
+#[test]
+fn kvm_manual_two_vcpus() {
+    two_vcpus(manual());
+}
+
+#[test]
+fn kvm_ring_two_vcpus() {
+    two_vcpus(ring());
 }
 
 #[test]

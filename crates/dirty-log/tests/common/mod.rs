@@ -150,9 +150,14 @@ impl<B: NewBitmap + HostWrites + 'static> Machine<B> {
 
     /// vCPU 0 in 32-bit protected mode (paging off), its ring attached.
     pub fn protected_vcpu(&self) -> Vcpu<X86_64> {
+        self.protected_vcpu_id(0)
+    }
+
+    /// vCPU `id` in 32-bit protected mode (paging off), its ring attached.
+    pub fn protected_vcpu_id(&self, id: u32) -> Vcpu<X86_64> {
         let vcpu = self
             .vm
-            .create_vcpu(VcpuId(0), &Default::default())
+            .create_vcpu(VcpuId(id), &Default::default())
             .expect("vCPU");
         let boot = BootSetup::Protected32 {
             entry: CODE32 as u32,
@@ -204,22 +209,29 @@ impl<B: NewBitmap + HostWrites + 'static> Machine<B> {
     /// address of `addrs` (below 4 GiB). Full rings are emptied through the
     /// tracker, as the run loop's hook would; returns how many were full.
     pub fn write_list(&self, vcpu: &mut Vcpu<X86_64>, addrs: &[u64], value: u8) -> u64 {
-        assert!(!addrs.is_empty() && addrs.len() as u64 * 4 <= LIST_END - LIST);
-        let list: Vec<u8> = addrs
+        self.load_list(vcpu, LIST, addrs, value);
+        self.run_to_done(vcpu)
+    }
+
+    /// Sets `vcpu` up to run the list writer over `addrs` (below 4 GiB), the
+    /// list stored at `list` (in low memory, from [`LIST`] to [`LIST_END`]).
+    pub fn load_list(&self, vcpu: &Vcpu<X86_64>, list: u64, addrs: &[u64], value: u8) {
+        assert!(!addrs.is_empty() && list >= LIST);
+        assert!(list + addrs.len() as u64 * 4 <= LIST_END);
+        let bytes: Vec<u8> = addrs
             .iter()
             .flat_map(|a| u32::try_from(*a).expect("below 4 GiB").to_le_bytes())
             .collect();
         self.table
             .guest_memory()
-            .write_slice(&list, GuestAddress(LIST))
+            .write_slice(&bytes, GuestAddress(list))
             .expect("list");
         let mut regs = vcpu.get_regs().expect("regs");
         regs.rip = CODE32;
-        regs.rsi = LIST;
+        regs.rsi = list;
         regs.rcx = addrs.len() as u64;
         regs.rax = u64::from(value);
         vcpu.set_regs(&regs).expect("regs");
-        self.run_to_done(vcpu)
     }
 
     /// Runs the long-mode stride writer until done: `count` bytes `value`,
