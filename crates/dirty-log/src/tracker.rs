@@ -34,6 +34,11 @@ const MAX_CLEAR_CHUNK_PAGES: usize = 1 << 31;
 /// The hook a run loop calls when a vCPU's dirty ring is full (see
 /// [`DirtyTracker::ring_full_hook`]); the same type as
 /// `kvmkit_runloop::DirtyRingFullHook`.
+///
+/// ```
+/// let hook: kvmkit_dirty_log::RingFullHook = std::sync::Arc::new(|_vcpu| Ok(()));
+/// assert!(hook(kvmkit_core::VcpuId(0)).is_ok());
+/// ```
 pub type RingFullHook = Arc<dyn Fn(VcpuId) -> std::result::Result<(), BoxError> + Send + Sync>;
 
 const RING_HINT: &str = " (the dirty ring must be enabled before any vCPU is created)";
@@ -227,34 +232,72 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     }
 
     /// The backend in use.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_dirty_log::{Backend, DirtyTracker, Preference};
+    /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+    /// let vm = Arc::new(kvm.create_vm(&Default::default()).unwrap());
+    /// let t = DirtyTracker::new(vm.clone(), Preference::GetLog).unwrap();
+    /// assert_eq!(t.backend(), Backend::GetLog);
+    /// assert!(Arc::ptr_eq(t.vm(), &vm));
+    /// ```
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
-    /// The VM.
+    /// The VM (see [`DirtyTracker::backend`] for an example).
     pub fn vm(&self) -> &Arc<Vm<A>> {
         &self.vm
     }
 
     /// The log harvests go into (for [`DirtyLog::epoch`],
     /// [`DirtyLog::pending_count`] and the like).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_dirty_log::{DirtyTracker, Preference};
+    /// use kvmkit_memory::{RegionConfig, SlotTable};
+    /// use vm_memory::GuestAddress;
+    /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+    /// let vm = Arc::new(kvm.create_vm(&Default::default()).unwrap());
+    /// let t = DirtyTracker::new(vm, Preference::GetLog).unwrap();
+    /// assert!(t.log().slots().is_empty());
+    /// ```
     pub fn log(&self) -> &DirtyLog {
         &self.log
     }
 
     /// Returns and clears the pages of `slot` harvested since the previous
     /// take (see [`DirtyLog::take`]); `None` if the slot is not tracked and
-    /// was never harvested.
+    /// was never harvested. See the type's example.
     pub fn take(&self, slot: SlotId) -> Option<DirtyBitmap> {
         self.log.take(slot)
     }
 
-    /// The tracked slots, in ascending order.
+    /// The tracked slots, in ascending order (see [`DirtyTracker::track`]
+    /// for an example).
     pub fn tracked(&self) -> Vec<SlotId> {
         self.lock().slots.keys().copied().collect()
     }
 
     /// Totals since the tracker was created.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_dirty_log::{DirtyTracker, Preference};
+    /// use kvmkit_memory::{RegionConfig, SlotTable};
+    /// use vm_memory::GuestAddress;
+    /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+    /// let vm = Arc::new(kvm.create_vm(&Default::default()).unwrap());
+    /// let t = DirtyTracker::new(vm, Preference::GetLog).unwrap();
+    /// assert_eq!(t.stats().harvests, 0);
+    /// t.harvest().unwrap();
+    /// assert_eq!(t.stats().harvests, 1);
+    /// ```
     pub fn stats(&self) -> TrackerStats {
         self.lock().totals.clone()
     }
@@ -270,6 +313,18 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     /// vCPU runs: a ring nobody reads fills up and stops its vCPU. The
     /// mapping holds its own reference to the vCPU's file, so the vCPU may
     /// move to its thread afterwards; it is unmapped when the tracker drops.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_core::VcpuId;
+    /// use kvmkit_dirty_log::{DirtyTracker, Preference};
+    /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+    /// let vm = Arc::new(kvm.create_vm(&Default::default()).unwrap());
+    /// let t = DirtyTracker::new(vm.clone(), Preference::auto()).unwrap();
+    /// let vcpu = vm.create_vcpu(VcpuId(0), &Default::default()).unwrap();
+    /// assert_eq!(t.attach_vcpu(&vcpu).unwrap(), t.backend().is_ring());
+    /// ```
     pub fn attach_vcpu(&self, vcpu: &Vcpu<A>) -> Result<bool> {
         let Some(bytes) = self.backend.ring_bytes() else {
             return Ok(false);
@@ -294,6 +349,26 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     /// (`KVM_MEM_LOG_DIRTY_PAGES`) the caller turned on (bitmap backends:
     /// before this call, or the next harvest fails naming the slot).
     /// Without a vm-memory bitmap: see [`DirtyTracker::track_slot`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_core::SlotId;
+    /// use kvmkit_dirty_log::{DirtyTracker, Preference};
+    /// use kvmkit_memory::{RegionConfig, SlotTable};
+    /// use vm_memory::GuestAddress;
+    /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+    /// let vm = Arc::new(kvm.create_vm(&Default::default()).unwrap());
+    /// let t = DirtyTracker::new(vm.clone(), Preference::GetLog).unwrap();
+    /// let mut table = SlotTable::for_vm(vm).unwrap();
+    /// let config = RegionConfig::anonymous(GuestAddress(0), 0x4000).dirty_logging(true);
+    /// let id = table.add(config).unwrap();
+    /// t.track(id, 0x4000).unwrap();
+    /// assert_eq!(t.tracked(), vec![id]);
+    /// t.harvest().unwrap();
+    /// assert!(t.untrack(id).unwrap().is_clean());
+    /// assert!(t.tracked().is_empty());
+    /// ```
     pub fn track(&self, slot: SlotId, len: u64) -> Result<()> {
         let mut st = self.lock();
         self.insert(&mut st, slot, len, None)
@@ -302,6 +377,26 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     /// Like [`DirtyTracker::track`] for a slot of a `kvmkit_memory` table,
     /// bringing its vm-memory bitmap (if `B` records writes) so that the
     /// VMM's own writes are merged into every harvest.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_dirty_log::{DirtyTracker, Preference};
+    /// use kvmkit_memory::{RegionConfig, SlotTable};
+    /// use vm_memory::bitmap::AtomicBitmap;
+    /// use vm_memory::{Bytes, GuestAddress};
+    /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+    /// let vm = Arc::new(kvm.create_vm(&Default::default()).unwrap());
+    /// let t = DirtyTracker::new(vm.clone(), Preference::GetLog).unwrap();
+    /// let mut table = SlotTable::<X86_64, AtomicBitmap>::with_page_size(8, 0x1000).unwrap();
+    /// table.register(vm).unwrap();
+    /// let config = RegionConfig::anonymous(GuestAddress(0), 0x4000).dirty_logging(true);
+    /// let id = table.add(config).unwrap();
+    /// t.track_slot(table.slot(id).unwrap()).unwrap();
+    /// table.guest_memory().write_obj(1u8, GuestAddress(0x3000)).unwrap();
+    /// t.harvest().unwrap();
+    /// assert_eq!(t.take(id).unwrap().pages_iter().collect::<Vec<_>>(), vec![3]);
+    /// ```
     pub fn track_slot<B: HostWrites>(&self, slot: &Slot<B>) -> Result<()> {
         let mut st = self.lock();
         self.insert(
@@ -315,7 +410,8 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     /// Stops harvesting `slot` and returns what was harvested and not yet
     /// taken. It does not harvest first: call [`DirtyTracker::harvest`]
     /// before, or use [`DirtyTracker::disable_logging`], to get the last
-    /// pages. Ring entries for the slot found later are ignored.
+    /// pages. Ring entries for the slot found later are ignored. See
+    /// [`DirtyTracker::track`] for an example.
     pub fn untrack(&self, slot: SlotId) -> Result<DirtyBitmap> {
         let mut st = self.lock();
         let t = st
@@ -337,6 +433,25 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     /// write-protect the slot now and report only pages written from now on.
     /// The slot's vm-memory bitmap is cleared: the VMM's earlier writes do
     /// not count either.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_dirty_log::{DirtyTracker, Preference};
+    /// use kvmkit_memory::{RegionConfig, SlotTable};
+    /// use vm_memory::GuestAddress;
+    /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+    /// let vm = Arc::new(kvm.create_vm(&Default::default()).unwrap());
+    /// let t = DirtyTracker::new(vm.clone(), Preference::auto()).unwrap();
+    /// let mut table = SlotTable::for_vm(vm).unwrap();
+    /// let id = table.add(RegionConfig::anonymous(GuestAddress(0), 0x10_0000)).unwrap();
+    /// t.enable_logging(&mut table, id).unwrap();
+    /// assert!(table.slot(id).unwrap().logs_dirty_pages());
+    /// t.harvest().unwrap();
+    /// let last = t.disable_logging(&mut table, id).unwrap();
+    /// assert_eq!(last.pages(), 256);
+    /// assert!(!table.slot(id).unwrap().logs_dirty_pages());
+    /// ```
     pub fn enable_logging<B: NewBitmap + HostWrites + 'static>(
         &self,
         table: &mut SlotTable<A, B>,
@@ -364,7 +479,8 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     /// Harvests slot `id` one last time, turns its dirty logging off and
     /// stops harvesting it; returns every page harvested and not yet taken.
     /// Works while vCPUs run; pages written while this runs may or may not
-    /// be in the result (logging is being stopped).
+    /// be in the result (logging is being stopped). See
+    /// [`DirtyTracker::enable_logging`] for an example.
     pub fn disable_logging<B: NewBitmap + HostWrites + 'static>(
         &self,
         table: &mut SlotTable<A, B>,
@@ -475,7 +591,8 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     /// or ring reset is retried by the next harvest).
     ///
     /// Copy a page's contents only after the harvest that reported it
-    /// returned: that is when KVM write-protects it again.
+    /// returned: that is when KVM write-protects it again. See the type's
+    /// example.
     pub fn harvest(&self) -> Result<HarvestStats> {
         let t0 = Instant::now();
         let mut st = self.lock();
@@ -491,6 +608,18 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     /// Harvests only the dirty rings (no vm-memory bitmaps): what
     /// [`DirtyTracker::ring_full_hook`] does. Ring backend only; a no-op for
     /// the others.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_dirty_log::{DirtyTracker, Preference};
+    /// use kvmkit_memory::{RegionConfig, SlotTable};
+    /// use vm_memory::GuestAddress;
+    /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+    /// let vm = Arc::new(kvm.create_vm(&Default::default()).unwrap());
+    /// let t = DirtyTracker::new(vm, Preference::GetLog).unwrap();
+    /// assert_eq!(t.harvest_rings().unwrap().ioctls, 0);
+    /// ```
     pub fn harvest_rings(&self) -> Result<HarvestStats> {
         let t0 = Instant::now();
         let mut st = self.lock();
@@ -513,6 +642,19 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     /// stop the vCPU at the soft limit) is recovered: the gap it leaves is
     /// skipped and every tracked page is reported dirty, since the lost
     /// entries are unknown ([`HarvestStats::ring_overflows`]).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_core::VcpuId;
+    /// use kvmkit_dirty_log::{DirtyTracker, Error, Preference};
+    /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+    /// let vm = Arc::new(kvm.create_vm(&Default::default()).unwrap());
+    /// let t = DirtyTracker::new(vm, Preference::GetLog).unwrap();
+    /// // No ring was attached for vCPU 3: nothing could empty it.
+    /// let e = t.on_ring_full(VcpuId(3)).unwrap_err();
+    /// assert!(matches!(e, Error::RingNotAttached { vcpu: VcpuId(3) }));
+    /// ```
     pub fn on_ring_full(&self, vcpu: VcpuId) -> Result<HarvestStats> {
         let t0 = Instant::now();
         let mut st = self.lock();
@@ -533,6 +675,20 @@ impl<A: DirtyLogArch> DirtyTracker<A> {
     /// (`kvmkit_runloop::Buses::with_dirty_ring_full`): it calls
     /// [`DirtyTracker::on_ring_full`] on the vCPU's thread, which returns
     /// once the rings are harvested and reset, so the vCPU can enter again.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kvmkit_arch_x86_64::X86_64;
+    /// use kvmkit_core::VcpuId;
+    /// use kvmkit_dirty_log::{DirtyTracker, Preference};
+    /// use kvmkit_runloop::Buses;
+    /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+    /// let vm = Arc::new(kvm.create_vm(&Default::default()).unwrap());
+    /// let t = Arc::new(DirtyTracker::new(vm, Preference::auto()).unwrap());
+    /// let buses = Buses::<X86_64>::default().with_dirty_ring_full(t.ring_full_hook());
+    /// // vCPU 0 has no ring attached: the hook's error ends such a vCPU.
+    /// assert!(buses.dirty_ring_full(VcpuId(0)).is_err());
+    /// ```
     pub fn ring_full_hook(self: &Arc<Self>) -> RingFullHook {
         let tracker = Arc::clone(self);
         Arc::new(move |vcpu| {
