@@ -298,6 +298,15 @@ mod tests {
     };
 
     #[test]
+    fn default_preference_is_auto() {
+        assert_eq!(Preference::default(), Preference::auto());
+        assert_eq!(
+            choose(Preference::default(), ALL).unwrap(),
+            choose(Preference::auto(), ALL).unwrap()
+        );
+    }
+
+    #[test]
     fn auto_prefers_the_acq_rel_ring() {
         let p = choose(Preference::auto(), ALL).unwrap();
         assert_eq!(

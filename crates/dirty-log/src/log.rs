@@ -309,6 +309,25 @@ mod tests {
     }
 
     #[test]
+    fn accumulate_pages_marks_and_checks_the_size() {
+        let log = DirtyLog::new();
+        log.accumulate_pages(SlotId(4), 100, [0, 99, 100, 64])
+            .unwrap();
+        assert_eq!(log.pending_count(SlotId(4)), 3);
+        let err = log.accumulate_pages(SlotId(4), 101, [1]).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Accumulate {
+                slot: SlotId(4),
+                pages: 100,
+                other: 101
+            }
+        ));
+        // Nothing marked by the refused call.
+        assert_eq!(log.pending_count(SlotId(4)), 3);
+    }
+
+    #[test]
     fn slots_are_independent() {
         let log = DirtyLog::new();
         log.accumulate(SlotId(0), &DirtyBitmap::from_words(&[1], 1).unwrap())

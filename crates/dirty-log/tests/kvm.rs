@@ -685,3 +685,119 @@ fn kvm_errors_name_the_operation() {
             .unwrap();
     assert!(!g.tracker.attach_vcpu(&v).unwrap());
 }
+
+#[test]
+fn kvm_manual_clears_only_chunks_with_dirty_pages() {
+    let Some(kvm) = kvm_or_skip!(X86_64) else {
+        return;
+    };
+    // 64-page chunks over a 1024-page slot: 16 chunks.
+    let mut m = Vmm::with_clear_chunk(&kvm, manual(), 64);
+    assert_eq!(m.tracker.clear_chunk_pages(), 64);
+    let slot = m.add_logged_slot(0x10_0000, 1024 * 0x1000);
+    let mut vcpu = m.protected_vcpu();
+    let first = m.tracker.harvest().unwrap();
+    assert_eq!(pages(&m.tracker.take(slot).unwrap()), initial(&m, 1024));
+    assert_eq!(harvest_take(&m, slot), BTreeSet::new());
+    if first.kvm_pages == 1024 {
+        // INITIALLY_SET: every chunk had bits, so every chunk was cleared.
+        assert_eq!(first.ioctls, 1 + 16);
+    }
+    // Pages in chunks 0 and 14 only: one GET and two CLEARs.
+    m.write_list(&mut vcpu, &[m.gpa(slot, 5), m.gpa(slot, 900)], 1);
+    let stats = m.tracker.harvest().unwrap();
+    assert_eq!(stats.ioctls, 3, "{stats:?}");
+    assert_eq!(stats.per_slot, vec![(slot, 2)]);
+    assert_eq!(
+        pages(&m.tracker.take(slot).unwrap()),
+        BTreeSet::from([5, 900])
+    );
+    // Both were cleared: nothing more, and no CLEAR for an empty bitmap.
+    let stats = m.tracker.harvest().unwrap();
+    assert_eq!((stats.kvm_pages, stats.ioctls), (0, 1));
+}
+
+#[test]
+fn kvm_ring_entries_of_untracked_slots_are_ignored() {
+    let Some(kvm) = kvm_or_skip!(X86_64) else {
+        return;
+    };
+    let mut m = Vmm::new(&kvm, ring());
+    let tracked = m.add_logged_slot(0x10_0000, 16 * 0x1000);
+    // Logging on in KVM, but the tracker was not told.
+    let stray = m.add_slot(0x20_0000, 16 * 0x1000);
+    m.table.set_dirty_logging(stray, true).unwrap();
+    let mut vcpu = m.protected_vcpu();
+    let addrs = [
+        m.gpa(tracked, 1),
+        m.gpa(stray, 2),
+        m.gpa(stray, 3),
+        m.gpa(stray, 15),
+    ];
+    m.write_list(&mut vcpu, &addrs, 1);
+    // A device write as well: harvest_rings leaves vm-memory's bitmap alone.
+    m.table
+        .guest_memory()
+        .write_obj(1u8, GuestAddress(m.gpa(tracked, 9)))
+        .unwrap();
+    let stats = m.tracker.harvest_rings().unwrap();
+    assert_eq!(
+        (stats.kvm_pages, stats.ignored_entries),
+        (1, 3),
+        "{stats:?}"
+    );
+    assert_eq!(stats.host_pages, 0);
+    let stats = m.tracker.harvest().unwrap();
+    assert_eq!((stats.kvm_pages, stats.host_pages), (0, 1), "{stats:?}");
+    assert_eq!(
+        pages(&m.tracker.take(tracked).unwrap()),
+        BTreeSet::from([1, 9])
+    );
+    assert!(m.tracker.take(stray).is_none());
+    assert_eq!(m.tracker.stats().ignored_entries, 3);
+}
+
+#[test]
+fn kvm_tracking_calls_refuse_misuse() {
+    let Some(kvm) = kvm_or_skip!(X86_64) else {
+        return;
+    };
+    for pref in [get(), ring()] {
+        let mut m = Vmm::new(&kvm, pref);
+        let debug = format!("{:?}", m.tracker);
+        assert!(debug.starts_with("DirtyTracker"), "{debug}");
+        assert!(Arc::ptr_eq(m.tracker.vm(), &m.vm));
+        let slot = m.add_logged_slot(0x10_0000, 0x4000);
+        let e = m.tracker.enable_logging(&mut m.table, slot).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("tracking slot {slot}: it is tracked already")
+        );
+        let e = m.tracker.track(slot, 0x4000).unwrap_err();
+        assert!(matches!(e, kvmkit_dirty_log::Error::SlotTracked { .. }));
+        let e = m.tracker.track(SlotId(20), 0x1800).unwrap_err();
+        assert!(matches!(
+            e,
+            kvmkit_dirty_log::Error::SlotSize { len: 0x1800, .. }
+        ));
+        m.tracker.disable_logging(&mut m.table, slot).unwrap();
+        let e = m.tracker.disable_logging(&mut m.table, slot).unwrap_err();
+        assert_eq!(e.to_string(), format!("slot {slot} is not tracked"));
+        // track_slot brings the slot's vm-memory bitmap.
+        m.table.set_dirty_logging(slot, true).unwrap();
+        m.tracker.track_slot(m.table.slot(slot).unwrap()).unwrap();
+        m.table
+            .guest_memory()
+            .write_obj(1u8, GuestAddress(m.gpa(slot, 2)))
+            .unwrap();
+        assert_eq!(harvest_take(&m, slot), BTreeSet::from([2]));
+        // A chunk that is not a multiple of 64 pages.
+        let vm = Arc::new(kvm.create_vm(&Default::default()).unwrap());
+        let t = kvmkit_dirty_log::DirtyTracker::new(vm, get()).unwrap();
+        let e = t.with_clear_chunk_pages(100).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a KVM_CLEAR_DIRTY_LOG chunk of 100 pages: it must be a non-zero multiple of 64"
+        );
+    }
+}

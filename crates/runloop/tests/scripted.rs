@@ -202,3 +202,16 @@ fn dirty_ring_hook_failure_is_a_final_event_with_its_causes() {
         e => panic!("{e:?}"),
     }
 }
+
+#[test]
+fn buses_report_their_dirty_ring_hook() {
+    let plain = pio_buses();
+    assert!(!plain.has_dirty_ring_full());
+    assert!(format!("{plain:?}").contains("dirty_ring_full: false"));
+    let e = plain.dirty_ring_full(VcpuId(2)).unwrap_err();
+    assert_eq!(e.to_string(), kvmkit_runloop::NO_DIRTY_RING_HOOK);
+    let hooked = pio_buses().with_dirty_ring_full(Arc::new(|_| Ok(())));
+    assert!(hooked.has_dirty_ring_full());
+    assert!(format!("{hooked:?}").contains("dirty_ring_full: true"));
+    assert!(hooked.dirty_ring_full(VcpuId(2)).is_ok());
+}
