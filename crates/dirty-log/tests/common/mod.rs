@@ -61,6 +61,9 @@ const LIST_WRITER: [u8; 13] = [
     0xf4, //                   hlt
 ];
 
+/// The end of the spinner's code.
+pub const SPIN32_END: u64 = SPIN32 + SPINNER.len() as u64;
+
 /// The protected-mode spinner, at [`SPIN32`]: `ebx` = base, `edx` = pages (>= 1).
 const SPINNER: [u8; 19] = [
     0x89, 0xdf, //                          start: mov edi, ebx
