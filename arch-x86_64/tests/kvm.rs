@@ -327,6 +327,80 @@ fn kvm_kick_before_run_and_during_run() {
     assert_eq!(v.get_regs().unwrap().rip, 0, "still in the jmp $ loop");
 }
 
+/// Kicks `vcpu` from another thread (as a pause from the VMM's control
+/// thread would) and waits until the kick has been sent.
+fn kick_from_another_thread(vcpu: &Vcpu<X86_64>) {
+    let k = vcpu.kicker();
+    std::thread::spawn(move || k.kick()).join().unwrap();
+}
+
+/// A kick that arrives while the vCPU's thread is handling an exit must not
+/// leave that exit's I/O unfinished: the next `run` enters `KVM_RUN` with
+/// `immediate_exit` set, KVM finishes the I/O, and only then does `run`
+/// return `Interrupted`. Before the fix `run` returned at once and the
+/// registers read then (or saved into a snapshot) had the `in` without its
+/// data, the MMIO read without its value and RIP still on the `out`.
+#[test]
+fn kvm_kick_while_handling_an_exit_finishes_its_io() {
+    let Some(kvm) = kvm_or_skip!(X86_64) else {
+        return;
+    };
+    // Real mode at 0x10000; 0x20000 and up is not memory, so MMIO.
+    let code = [
+        0xe4, 0x10, // 0:  in al, 0x10
+        0x88, 0xc3, // 2:  mov bl, al
+        0xb8, 0x00, 0x20, // 4:  mov ax, 0x2000
+        0x8e, 0xd8, // 7:  mov ds, ax
+        0xa0, 0x00, 0x00, // 9:  mov al, [0]        ; MMIO read at 0x20000
+        0xe6, 0x11, // 12: out 0x11, al
+        0x88, 0xd8, // 14: mov al, bl
+        0xe6, 0x12, // 16: out 0x12, al        ; what the `in` gave
+        0xf4, // 18: hlt
+    ];
+    let g = guest(&kvm, &code);
+    let mut v = g.vcpu(0, &real_mode());
+
+    // `in`: answered, then kicked before the vCPU enters again.
+    match v.run().unwrap() {
+        VcpuExit::Arch(X86Exit::Io {
+            direction: IoDirection::In,
+            port: 0x10,
+            data,
+            ..
+        }) => data.fill(0x5a),
+        e => panic!("expected in from 0x10, got {e:?}"),
+    }
+    kick_from_another_thread(&v);
+    assert!(matches!(v.run().unwrap(), VcpuExit::Interrupted));
+    let r = v.get_regs().unwrap();
+    assert_eq!(r.rax & 0xff, 0x5a, "the `in` has its data");
+    assert_eq!(r.rip, 2, "and the guest is past it");
+
+    // MMIO read: the same.
+    match v.run().unwrap() {
+        VcpuExit::MmioRead {
+            addr: 0x20000,
+            data,
+        } => data.fill(0xa5),
+        e => panic!("expected an MMIO read of 0x20000, got {e:?}"),
+    }
+    kick_from_another_thread(&v);
+    assert!(matches!(v.run().unwrap(), VcpuExit::Interrupted));
+    let r = v.get_regs().unwrap();
+    assert_eq!(r.rax & 0xff, 0xa5, "the MMIO read has its value");
+    assert_eq!(r.rip, 12);
+
+    // `out`: done once, the guest is past it.
+    assert_eq!(expect_out(&mut v, 0x11), [0xa5]);
+    kick_from_another_thread(&v);
+    assert!(matches!(v.run().unwrap(), VcpuExit::Interrupted));
+    assert_eq!(v.get_regs().unwrap().rip, 14, "past the `out`");
+
+    // The guest saw what the host answered, and the `out` is not repeated.
+    assert_eq!(expect_out(&mut v, 0x12), [0x5a]);
+    assert!(matches!(v.run().unwrap(), VcpuExit::Hlt));
+}
+
 #[test]
 fn kvm_capabilities_we_rely_on_are_present() {
     let Some(kvm) = kvm_or_skip!(X86_64) else {

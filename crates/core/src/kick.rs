@@ -5,6 +5,14 @@
 //! thread's current `kvm_run` area, so the kick is never lost: a vCPU inside
 //! `KVM_RUN` returns with `EINTR`, one about to enter returns at once, and one
 //! busy in userspace sees the pending mark before it enters again.
+//!
+//! A vCPU that sees the pending mark still enters `KVM_RUN`, with
+//! `immediate_exit` set, rather than returning on its own: the kernel
+//! finishes the I/O of the exit the vCPU was handling before it looks at
+//! `immediate_exit` (x86 completes port I/O and MMIO, PowerPC MMIO loads,
+//! hypercall, OSI and EPR results; s390x keeps no I/O in the kernel, the
+//! results a VMM writes into `kvm_run` are loaded at the next real entry),
+//! then returns `EINTR` without running the guest.
 
 use crate::sys;
 use std::cell::{Cell, RefCell};

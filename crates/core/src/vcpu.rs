@@ -167,7 +167,15 @@ impl<A: Arch> Vcpu<A> {
     /// Wraps `KVM_RUN`: enters the guest and returns the decoded exit.
     ///
     /// A kick makes it return [`VcpuExit::Interrupted`], also when the kick
-    /// came before the call.
+    /// came before the call. A kick that came while the caller was handling
+    /// an exit still enters `KVM_RUN`, with `kvm_run.immediate_exit` set:
+    /// the kernel first finishes that exit's I/O (an `in` or MMIO read gets
+    /// the data the caller put in `kvm_run`, the guest moves past an `out`,
+    /// a PowerPC hypercall gets its return values) and then returns `EINTR`
+    /// without running the guest. So a vCPU stopped by a kick is never left
+    /// halfway through an instruction. (If finishing the I/O needs another
+    /// exit, as a `rep ins` does on x86, that exit is returned first and the
+    /// kick stays pending for the next call.)
     pub fn run(&mut self) -> Result<VcpuExit<'_, A>> {
         let ie = self.immediate_exit.0.as_ptr();
         let me = crate::sys::current_thread();
@@ -178,8 +186,10 @@ impl<A: Arch> Vcpu<A> {
             self.bound_thread = Some(me);
         }
         if self.kick.is_pending() {
-            self.consume_kick();
-            return Ok(VcpuExit::Interrupted);
+            // The signal may not have reached this thread yet (or reached
+            // it while it was bound to another vCPU): make sure the kernel
+            // sees the kick at entry.
+            self.immediate_exit().store(1, Ordering::SeqCst);
         }
         match A::run(&mut self.fd).map_err(Error::arch)? {
             RunOutcome::Interrupted => {
@@ -196,13 +206,18 @@ impl<A: Arch> Vcpu<A> {
 }
 
 impl<A: Arch> Vcpu<A> {
+    /// This vCPU's `kvm_run.immediate_exit`.
+    fn immediate_exit(&self) -> &AtomicU8 {
+        // SAFETY: a valid u8 in this vCPU's kvm_run mapping, which lives as
+        // long as `self` (and so outlives the returned borrow); it is only
+        // accessed atomically, here and by the kick signal handler.
+        unsafe { AtomicU8::from_ptr(self.immediate_exit.0.as_ptr()) }
+    }
+
     /// Clears `immediate_exit`, then the pending mark: a kick racing with this
     /// leaves at least one of them set, so it is seen before the next entry.
     fn consume_kick(&self) {
-        // SAFETY: a valid u8 in this vCPU's kvm_run mapping, which lives as
-        // long as `self`; it is only accessed atomically.
-        let flag = unsafe { AtomicU8::from_ptr(self.immediate_exit.0.as_ptr()) };
-        flag.store(0, Ordering::SeqCst);
+        self.immediate_exit().store(0, Ordering::SeqCst);
         self.kick.take_pending();
     }
 }
