@@ -11,7 +11,7 @@ use crate::sys::{self, RunMap};
 use crate::uapi::*;
 use crate::{
     decode_exit, fpr, snapshot_one_regs, BootSetup, Error, PaprIo, PpcVcpuState, Result,
-    VcpuConfig, VmConfig, VmType,
+    VcpuConfig, VmConfig, VmType, STATE_VERSION,
 };
 use kvmkit_core::{
     Arch, ArchExitOutcome, Capability, DecodeError, RunOutcome, UserMemoryRegion, VcpuExit, VcpuId,
@@ -20,6 +20,7 @@ use std::fs::OpenOptions;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 /// 64-bit PowerPC (Book3S, pseries guests on KVM-HV or KVM-PR): the marker
@@ -161,6 +162,63 @@ impl PpcVcpu {
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    /// Wraps `KVM_RUN` with `kvm_run.immediate_exit` set: KVM finishes the
+    /// last exit (an MMIO load gets its data, a hypercall its return values
+    /// in r3 to r12, an OSI or EPR exit its results) and returns `EINTR`
+    /// without entering the guest. `Arch::save_vcpu_state` and
+    /// `Arch::restore_vcpu_state` do it themselves, as the KVM API document
+    /// asks before a vCPU's state is read. Call it from the thread that runs
+    /// the vCPU.
+    ///
+    /// Fails with [`Error::PendingExit`] when finishing needed another exit
+    /// (a VSX MMIO access split in parts), which must be handled first.
+    ///
+    /// ```no_run
+    /// use kvmkit_arch_powerpc::Ppc64;
+    /// use kvmkit_core::VcpuId;
+    /// let kvm = kvmkit_core::Kvm::<Ppc64>::new().unwrap();
+    /// let vm = kvm.create_vm(&Default::default()).unwrap();
+    /// let vcpu = vm.create_vcpu(VcpuId(0), &Default::default()).unwrap();
+    /// // Nothing pending: KVM returns at once, the guest never ran.
+    /// vcpu.arch_fd().complete_pending_exit().unwrap();
+    /// ```
+    pub fn complete_pending_exit(&self) -> Result<()> {
+        let flag = self.run.immediate_exit();
+        let before = flag.swap(1, Ordering::SeqCst);
+        let r = sys::ioctl_val(self.fd.as_fd(), KVM_RUN, 0);
+        // A kick that came meanwhile is still pending in the kicker's mark.
+        flag.store(before, Ordering::SeqCst);
+        match r {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(()),
+            Err(source) => Err(Error::Ioctl {
+                ioctl: "KVM_RUN",
+                source,
+            }),
+            Ok(_) => Err(Error::PendingExit {
+                reason: self.run.exit_reason(),
+            }),
+        }
+    }
+}
+
+/// Reads every ONE_REG register of [`snapshot_one_regs`] the vCPU has.
+pub(crate) fn read_one_regs(vcpu: &PpcVcpu) -> Result<Vec<(u64, Vec<u8>)>> {
+    let mut one_regs = Vec::new();
+    for id in snapshot_one_regs() {
+        let mut b = vec![0u8; sys::reg_size(id)];
+        match sys::get_one_reg(vcpu.fd.as_fd(), id, &mut b) {
+            Ok(_) => one_regs.push((id, b)),
+            Err(e) if is_absent(&e) => {}
+            Err(source) => {
+                return Err(Error::Ioctl {
+                    ioctl: "KVM_GET_ONE_REG",
+                    source,
+                })
+            }
+        }
+    }
+    Ok(one_regs)
 }
 
 fn enable_cap(fd: BorrowedFd<'_>, cap: Capability, name: &'static str) -> Result<()> {
@@ -393,31 +451,33 @@ impl Arch for Ppc64 {
         Ok(())
     }
 
+    /// First finishes the last exit (see [`PpcVcpu::complete_pending_exit`]),
+    /// then reads the registers and every ONE_REG register of
+    /// [`snapshot_one_regs`] the kernel has.
     fn save_vcpu_state(vcpu: &PpcVcpu) -> Result<PpcVcpuState> {
-        let mut one_regs = Vec::new();
-        for id in snapshot_one_regs() {
-            let mut b = vec![0u8; sys::reg_size(id)];
-            match sys::get_one_reg(vcpu.fd.as_fd(), id, &mut b) {
-                Ok(_) => one_regs.push((id, b)),
-                Err(e) if is_absent(&e) => {}
-                Err(source) => {
-                    return Err(Error::Ioctl {
-                        ioctl: "KVM_GET_ONE_REG",
-                        source,
-                    })
-                }
-            }
-        }
+        vcpu.complete_pending_exit()?;
         Ok(PpcVcpuState {
+            version: STATE_VERSION,
             regs: Self::get_regs(vcpu)?,
             sregs: Self::get_sregs(vcpu)?,
             fpu: Self::get_fpu(vcpu)?,
-            one_regs,
+            one_regs: read_one_regs(vcpu)?,
         })
     }
 
+    /// Refuses a state of another format version; finishes the target's
+    /// last exit, so that no later `KVM_RUN` writes over the restored
+    /// registers; then writes sregs (the PVR decides what the other
+    /// registers mean), regs, FPRs and the ONE_REG registers in order.
     fn restore_vcpu_state(vcpu: &PpcVcpu, s: &PpcVcpuState) -> Result<()> {
-        // sregs first: the PVR decides what the other registers mean.
+        if s.version != STATE_VERSION {
+            return Err(Error::StateVersion {
+                what: "vCPU",
+                found: s.version,
+                supported: STATE_VERSION,
+            });
+        }
+        vcpu.complete_pending_exit()?;
         Self::set_sregs(vcpu, &s.sregs)?;
         Self::set_regs(vcpu, &s.regs)?;
         Self::set_fpu(vcpu, &s.fpu)?;
@@ -530,7 +590,7 @@ pub(crate) mod tests {
         )
     }
 
-    fn fake_system() -> PpcSystem {
+    pub(crate) fn fake_system() -> PpcSystem {
         PpcSystem {
             kvm: dev("/dev/null"),
             run_len: 4096,
@@ -691,10 +751,26 @@ pub(crate) mod tests {
             msg(Ppc64::set_guest_debug(&vcpu, &kvm_guest_debug::default())),
             "KVM_SET_GUEST_DEBUG failed"
         );
-        assert_eq!(msg(Ppc64::save_vcpu_state(&vcpu)), "KVM_GET_ONE_REG failed");
+        // Saving and restoring first finish the last exit with KVM_RUN.
+        assert_eq!(msg(Ppc64::save_vcpu_state(&vcpu)), "KVM_RUN failed");
         assert_eq!(
             msg(Ppc64::restore_vcpu_state(&vcpu, &PpcVcpuState::default())),
-            "KVM_SET_SREGS failed"
+            "KVM_RUN failed"
+        );
+        assert_eq!(msg(vcpu.complete_pending_exit()), "KVM_RUN failed");
+        assert_eq!(
+            vcpu.run.immediate_exit().load(Ordering::SeqCst),
+            0,
+            "immediate_exit is put back"
+        );
+        assert_eq!(msg(read_one_regs(&vcpu)), "KVM_GET_ONE_REG failed");
+        let old = PpcVcpuState {
+            version: 0,
+            ..PpcVcpuState::default()
+        };
+        assert_eq!(
+            msg(Ppc64::restore_vcpu_state(&vcpu, &old)),
+            "cannot restore vCPU state of format version 0: this build reads version 1"
         );
         assert_eq!(msg(Ppc64::run(&mut vcpu)), "KVM_RUN failed");
         assert_eq!(

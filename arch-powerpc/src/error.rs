@@ -105,6 +105,52 @@ pub enum Error {
     /// Loading an ELF kernel failed.
     #[error("cannot load the ELF kernel")]
     Elf(#[from] crate::ElfError),
+    /// A saved state has a format version this build does not read.
+    #[error("cannot restore {what} state of format version {found}: this build reads version {supported}")]
+    StateVersion {
+        /// `vCPU` or `VM`.
+        what: &'static str,
+        /// The version in the state.
+        found: u32,
+        /// [`crate::STATE_VERSION`].
+        supported: u32,
+    },
+    /// The saved state holds a piece this VM has no place for; nothing was
+    /// written.
+    #[error("restore refused, nothing was written: the state holds the {piece} but {detail}")]
+    StateDoesNotFit {
+        /// The piece.
+        piece: crate::StatePiece,
+        /// What the target has instead.
+        detail: String,
+    },
+    /// The VM holds state in the kernel that this crate cannot save, so a
+    /// snapshot of it would not restore.
+    #[error("cannot save the VM state: {what} is not carried by this crate")]
+    StateNotCarried {
+        /// What, e.g. `the in-kernel XIVE`.
+        what: &'static str,
+    },
+    /// Finishing the last exit (`KVM_RUN` with `immediate_exit`) led to
+    /// another exit, which must be handled before the state is read or
+    /// written.
+    #[error("the vCPU has an unfinished exit (reason {reason}): run it to completion before saving or restoring its state")]
+    PendingExit {
+        /// The `KVM_EXIT_*` reason now in `kvm_run`.
+        reason: u32,
+    },
+    /// The guest hash page table stream, or a saved table, is malformed.
+    #[error("invalid guest hash page table")]
+    HashPageTable(#[source] crate::HptError),
+    /// Reading or writing the hash page table stream failed.
+    #[error("cannot {op} the guest hash page table stream")]
+    HptStream {
+        /// `read` or `write`.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl Error {
@@ -122,7 +168,9 @@ impl Error {
     /// ```
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::Ioctl { source, .. } | Error::EnableCap { source, .. } => source.raw_os_error(),
+            Error::Ioctl { source, .. }
+            | Error::EnableCap { source, .. }
+            | Error::HptStream { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

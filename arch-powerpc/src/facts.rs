@@ -84,6 +84,8 @@ zero_for_facts! {
     kvm_dirty_log = kvm_dirty_log { slot: 0, padding1: 0, dirty_bitmap: 0 };
     kvm_clear_dirty_log = kvm_clear_dirty_log { slot: 0, num_pages: 0, first_page: 0, dirty_bitmap: 0 };
     DirtyGfn = DirtyGfn { flags: 0, slot: 0, offset: 0 };
+    kvm_get_htab_fd = kvm_get_htab_fd { flags: 0, start_index: 0, reserved: [0; 2] };
+    kvm_get_htab_header = kvm_get_htab_header { index: 0, n_valid: 0, n_invalid: 0 };
 }
 
 /// Every UAPI fact this crate relies on, keyed by the kernel's name, as the
@@ -294,6 +296,10 @@ pub fn uapi_facts() -> BTreeMap<String, u64> {
             "slot" => slot, "num_pages" => num_pages, "first_page" => first_page,
             "dirty_bitmap" => dirty_bitmap,
         }
+        kvm_get_htab_fd {
+            "flags" => flags, "start_index" => start_index, "reserved" => reserved,
+        }
+        kvm_get_htab_header { "index" => index, "n_valid" => n_valid, "n_invalid" => n_invalid }
     }
     dirty_log_facts(m);
     map
@@ -381,5 +387,12 @@ mod tests {
         assert_eq!(f["KVM_EXIT_DIRTY_RING_FULL"], 31);
         assert_eq!(f["KVM_DIRTY_LOG_PAGE_OFFSET"], 0);
         assert_eq!(f["KVM_CAP_DIRTY_LOG_RING"], 192);
+        // Snapshots: the hash page table stream and the XICS source bits.
+        assert_eq!(f["KVM_PPC_GET_HTAB_FD"], 0x8020_aeaa);
+        assert_eq!(f["kvm_get_htab_header.n_invalid.offset"], 6);
+        assert_eq!(f["kvm_get_htab_fd.size"], 32);
+        assert_eq!(f["KVM_XICS_QUEUED"], 1 << 44);
+        assert_eq!(f["KVM_CAP_PPC_HTAB_FD"], 84);
+        assert_eq!(f["KVM_REG_PPC_ICP_STATE"], KVM_REG_PPC_ICP_STATE);
     }
 }

@@ -8,8 +8,8 @@
 
 use crate::uapi::{
     kvm_clear_dirty_log, kvm_create_device, kvm_device_attr, kvm_dirty_log, kvm_enable_cap,
-    kvm_fpu, kvm_guest_debug, kvm_irq_level, kvm_irqfd, kvm_one_reg, kvm_regs, kvm_rtas_token_args,
-    kvm_sregs, kvm_userspace_memory_region,
+    kvm_fpu, kvm_get_htab_fd, kvm_guest_debug, kvm_irq_level, kvm_irqfd, kvm_one_reg, kvm_regs,
+    kvm_rtas_token_args, kvm_sregs, kvm_userspace_memory_region,
 };
 use std::mem::size_of;
 
@@ -116,6 +116,9 @@ ioctls! {
     KVM_ENABLE_CAP = iow::<kvm_enable_cap>(0xa3);
     /// `_IOWR(KVMIO, 0xa7, __u32)`: allocate (or reset) the guest hash page table.
     KVM_PPC_ALLOCATE_HTAB = iowr::<u32>(0xa7);
+    /// `_IOW(KVMIO, 0xaa, struct kvm_get_htab_fd)`: a stream over the
+    /// KVM-HV guest hash page table (a VM ioctl; returns a new fd).
+    KVM_PPC_GET_HTAB_FD = iow::<kvm_get_htab_fd>(0xaa);
     /// `_IOW(KVMIO, 0xac, struct kvm_rtas_token_args)` (a VM ioctl; the vCPU
     /// ioctl `KVM_SET_ONE_REG` shares its `nr` but not its size).
     KVM_PPC_RTAS_DEFINE_TOKEN = iow::<kvm_rtas_token_args>(0xac);
@@ -158,7 +161,8 @@ mod tests {
         assert_eq!(KVM_CLEAR_DIRTY_LOG, 0xc018_aec0);
         assert_eq!(KVM_RESET_DIRTY_RINGS, 0x2000_aec7);
         let n = ioctl_numbers();
-        assert_eq!(n.len(), 28);
+        assert_eq!(n.len(), 29);
+        assert_eq!(KVM_PPC_GET_HTAB_FD, 0x8020_aeaa);
         let mut seen = std::collections::HashSet::new();
         assert!(n.iter().all(|(_, v)| seen.insert(*v)), "numbers are unique");
     }

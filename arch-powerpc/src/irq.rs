@@ -214,6 +214,11 @@ impl PpcIrqChip {
         self.dev.as_fd()
     }
 
+    /// The global number of source 0 (`VmConfig::irq_base`).
+    pub fn irq_base(&self) -> u32 {
+        self.base
+    }
+
     /// The global number of source `irq` (for the device tree), if it exists.
     pub fn global_irq(&self, irq: u32) -> Option<u32> {
         check_range(irq, self.irq_count()).ok()?;
@@ -447,6 +452,7 @@ mod tests {
         assert_eq!(chip.kind(), IrqchipKind::Xics);
         assert_eq!(chip.irq_count(), 4);
         assert_eq!(chip.global_irq(3), Some(0x1003));
+        assert_eq!(chip.irq_base(), 0x1000);
         assert_eq!(chip.global_irq(4), None);
         assert!(chip.is_level_sensitive(2) && !chip.is_level_sensitive(1));
         assert!(!chip.is_level_sensitive(99));

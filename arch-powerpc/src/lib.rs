@@ -11,9 +11,12 @@ mod exit;
 mod facts;
 mod fdt;
 mod hcall;
+mod hpt;
 mod ioctls;
 mod irq;
+mod profile;
 mod regs;
+mod snapshot;
 mod state;
 mod sys;
 pub mod uapi;
@@ -36,7 +39,10 @@ pub use hcall::{
     HcallHandler, PaprIo, H_FUNCTION, H_GET_TERM_CHAR, H_HARDWARE, H_PARAMETER, H_PUT_TERM_CHAR,
     H_RTAS, H_SUCCESS, VTY_REG,
 };
+pub use hpt::{HashPageTable, HptError, Hpte, HPTE_BYTES, HPT_ORDER_MAX, HPT_ORDER_MIN};
 pub use ioctls::*;
 pub use irq::{irq_line_level, xics_source_reset_state, PpcIrqChip, XICS_FIRST_IRQ, XICS_NR_IRQS};
+pub use profile::{one_reg_name, PpcAbiProfile, ProfileMismatch, PROFILE_VERSION};
 pub use regs::{fpr, reg_size, snapshot_one_regs, vr, vsr};
-pub use state::PpcVcpuState;
+pub use snapshot::{abi_profile, restore_vm_state, save_vm_state};
+pub use state::{Omitted, PpcVcpuState, PpcVmState, StatePiece, XicsSource, STATE_VERSION};

@@ -57,8 +57,9 @@ pub fn reg_size(id: u64) -> usize {
 
 /// The ONE_REG registers [`crate::Ppc64`]'s vCPU snapshot carries beyond
 /// `kvm_regs`, `kvm_sregs` and the FPRs, in restore order. Registers the
-/// running kernel does not have (KVM-PR lacks most POWER8/9 SPRs, and
-/// non-VSX CPUs the VSRs) are skipped when saving.
+/// running kernel does not have (KVM-PR lacks most POWER8/9 SPRs, non-VSX
+/// CPUs the VSRs, a vCPU without the in-kernel XICS the ICP state) are
+/// skipped when saving.
 ///
 /// The VPA registrations (`KVM_REG_PPC_VPA_*`) are not included: restoring
 /// them depends on order and on guest memory being in place, which the VMM
@@ -102,6 +103,10 @@ pub fn snapshot_one_regs() -> Vec<u64> {
         KVM_REG_PPC_VTB,
         KVM_REG_PPC_DEC_EXPIRY,
         KVM_REG_PPC_ONLINE,
+        // The vCPU's XICS presenter (CPPR, XISR, MFRR, pending priority),
+        // when it is connected to the in-kernel XICS; after the VM state
+        // put the sources back.
+        KVM_REG_PPC_ICP_STATE,
     ];
     v.extend((KVM_REG_PPC_PMC1..=KVM_REG_PPC_PMC6).collect::<Vec<_>>());
     v.extend((0..32).filter_map(vr));
@@ -120,7 +125,7 @@ mod tests {
         assert_eq!(vr(32), None);
         assert_eq!(vsr(40), None);
         let s = snapshot_one_regs();
-        assert_eq!(s.len(), 37 + 6 + 64);
+        assert_eq!(s.len(), 38 + 6 + 64);
         let unique: std::collections::HashSet<_> = s.iter().collect();
         assert_eq!(unique.len(), s.len());
         assert!(s.iter().all(|&id| id & KVM_REG_PPC == KVM_REG_PPC));

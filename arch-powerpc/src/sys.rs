@@ -8,19 +8,20 @@
 //! these only on non-KVM file descriptors, where the kernel answers `ENOTTY`.
 
 use crate::ioctls::{
-    IOC_NONE, IOC_READ, IOC_WRITE, KVM_CLEAR_DIRTY_LOG, KVM_GET_DIRTY_LOG, KVM_GET_ONE_REG,
-    KVM_HAS_DEVICE_ATTR, KVM_RESET_DIRTY_RINGS, KVM_SET_DEVICE_ATTR, KVM_SET_ONE_REG,
-    KVM_SET_USER_MEMORY_REGION,
+    IOC_NONE, IOC_READ, IOC_WRITE, KVM_CLEAR_DIRTY_LOG, KVM_GET_DEVICE_ATTR, KVM_GET_DIRTY_LOG,
+    KVM_GET_ONE_REG, KVM_HAS_DEVICE_ATTR, KVM_PPC_GET_HTAB_FD, KVM_RESET_DIRTY_RINGS,
+    KVM_SET_DEVICE_ATTR, KVM_SET_ONE_REG, KVM_SET_USER_MEMORY_REGION,
 };
 use crate::uapi::{
     kvm_clear_dirty_log, kvm_create_device, kvm_device_attr, kvm_dirty_log, kvm_enable_cap,
-    kvm_guest_debug, kvm_irq_level, kvm_irqfd, kvm_one_reg, kvm_regs, kvm_sregs,
-    kvm_userspace_memory_region,
+    kvm_get_htab_fd, kvm_guest_debug, kvm_irq_level, kvm_irqfd, kvm_one_reg, kvm_regs, kvm_run,
+    kvm_sregs, kvm_userspace_memory_region,
 };
 use std::io;
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 /// UAPI structs the kernel reads or writes whole, and nothing through them:
 /// integers (and file descriptor numbers) only, no pointers, no padding, so
@@ -59,6 +60,9 @@ unsafe impl Plain for kvm_create_device {}
 unsafe impl Plain for crate::uapi::kvm_rtas_token_args {}
 // SAFETY: a u32; KVM_PPC_ALLOCATE_HTAB reads and writes back the order.
 unsafe impl Plain for u32 {}
+// SAFETY: four u64; KVM_PPC_GET_HTAB_FD copies the struct and returns a
+// new fd, following no address.
+unsafe impl Plain for kvm_get_htab_fd {}
 
 fn einval(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, what.to_string())
@@ -202,6 +206,37 @@ pub(crate) fn set_device_attr(
     Ok(())
 }
 
+/// Wraps `KVM_GET_DEVICE_ATTR` on a device fd for a 64-bit attribute (an
+/// XICS source's state).
+pub(crate) fn get_device_attr_u64(fd: BorrowedFd<'_>, group: u32, attr: u64) -> io::Result<u64> {
+    let mut value = 0u64;
+    let a = kvm_device_attr {
+        flags: 0,
+        group,
+        attr,
+        addr: std::ptr::from_mut(&mut value) as u64,
+    };
+    let p: *const kvm_device_attr = &a;
+    // SAFETY: `a` is a valid kvm_device_attr; for the 64-bit attributes this
+    // is called with (`KVM_DEV_XICS_GRP_SOURCES`) the kernel writes 8 bytes
+    // at `a.addr`, which is `value`, an aligned u64 exclusively borrowed for
+    // the call.
+    ret(unsafe { libc::ioctl(fd.as_raw_fd(), libc::c_ulong::from(KVM_GET_DEVICE_ATTR), p) })?;
+    Ok(value)
+}
+
+/// Wraps `KVM_PPC_GET_HTAB_FD` on a VM fd: a stream over the guest hash page
+/// table, for reading or (with `KVM_GET_HTAB_WRITE` in `flags`) writing.
+pub(crate) fn get_htab_fd(vm: BorrowedFd<'_>, flags: u64) -> io::Result<OwnedFd> {
+    let mut arg = kvm_get_htab_fd {
+        flags,
+        start_index: 0,
+        reserved: [0; 2],
+    };
+    let fd = ioctl_plain(vm, KVM_PPC_GET_HTAB_FD, &mut arg)?;
+    Ok(owned_fd(fd))
+}
+
 /// Wraps `KVM_HAS_DEVICE_ATTR` on a device fd: true when the kernel has it.
 pub(crate) fn has_device_attr(fd: BorrowedFd<'_>, group: u32, attr: u64) -> bool {
     let a = kvm_device_attr {
@@ -334,8 +369,8 @@ impl RunMap {
     /// Maps `len` bytes of `fd` at offset 0, shared and read-write (the
     /// vCPU's `kvm_run` area).
     pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<RunMap> {
-        if len == 0 {
-            return Err(einval("empty kvm_run mapping"));
+        if len < size_of::<kvm_run>() {
+            return Err(einval("kvm_run mapping smaller than struct kvm_run"));
         }
         // SAFETY: a fresh mapping chosen by the kernel (no address hint), so
         // it aliases no Rust object; `fd` is open for the call.
@@ -354,6 +389,32 @@ impl RunMap {
         }
         let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| einval("mmap returned null"))?;
         Ok(RunMap { ptr, len })
+    }
+
+    /// `kvm_run.immediate_exit`, shared with the kick of kvmkit-core.
+    pub(crate) fn immediate_exit(&self) -> &AtomicU8 {
+        let p = self
+            .ptr
+            .as_ptr()
+            .wrapping_add(offset_of!(kvm_run, immediate_exit));
+        // SAFETY: a u8 inside the mapping (at least `size_of::<kvm_run>()`
+        // bytes, checked by `new`; offset 1), alive as long as `self` and so
+        // as the returned borrow; only accessed atomically while shared.
+        unsafe { AtomicU8::from_ptr(p) }
+    }
+
+    /// `kvm_run.exit_reason`.
+    pub(crate) fn exit_reason(&self) -> u32 {
+        let p = self
+            .ptr
+            .as_ptr()
+            .wrapping_add(offset_of!(kvm_run, exit_reason))
+            .cast::<u32>();
+        // SAFETY: an aligned u32 (offset 8 of the page-aligned mapping)
+        // inside the mapping (checked by `new`), alive as long as `self`;
+        // read atomically.
+        let v = unsafe { AtomicU32::from_ptr(p) };
+        v.load(Ordering::SeqCst)
     }
 
     /// The mapping as bytes.

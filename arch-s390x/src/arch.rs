@@ -13,13 +13,14 @@ use crate::uapi::{
 };
 use crate::{
     caps, decode_exit, BootSetup, Error, GuestDebug, Result, S390Exit, S390Io, S390VcpuState,
-    VcpuConfig, VcpuReset, VmConfig, SAVED_ONE_REGS,
+    VcpuConfig, VcpuReset, VmConfig, SAVED_ONE_REGS, STATE_VERSION,
 };
 use kvmkit_core::{
     Arch, ArchExitOutcome, Capability, DecodeError, RunOutcome, UserMemoryRegion, VcpuExit, VcpuId,
 };
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::OnceLock;
 
 /// The s390x architecture: the marker type implementing [`Arch`].
 ///
@@ -65,11 +66,25 @@ impl AsRawFd for S390System {
 pub struct S390Vm {
     fd: File,
     dirty_slots: kvmkit_core::SlotSizes,
+    /// The FLIC device fd (a duplicate), once [`crate::Flic::new`] created
+    /// it: KVM allows one per VM, and the VM state reads its interrupts.
+    flic: OnceLock<File>,
 }
 
 impl S390Vm {
     pub(crate) fn file(&self) -> &File {
         &self.fd
+    }
+
+    /// The VM's FLIC device, if [`crate::Flic::new`] created one.
+    pub(crate) fn flic(&self) -> Option<&File> {
+        self.flic.get()
+    }
+
+    /// Records the FLIC device of this VM (KVM creates at most one).
+    pub(crate) fn set_flic(&self, dev: File) {
+        // A second FLIC is refused by KVM_CREATE_DEVICE before this point.
+        let _ = self.flic.set(dev);
     }
 
     /// The slot sizes `KVM_GET_DIRTY_LOG` is checked against.
@@ -83,6 +98,7 @@ impl S390Vm {
         S390Vm {
             fd,
             dirty_slots: kvmkit_core::SlotSizes::default(),
+            flic: OnceLock::new(),
         }
     }
 }
@@ -237,6 +253,7 @@ impl Arch for S390x {
         Ok(S390Vm {
             fd,
             dirty_slots: kvmkit_core::SlotSizes::default(),
+            flic: OnceLock::new(),
         })
     }
 
@@ -375,6 +392,7 @@ impl Arch for S390x {
             one_regs.push((id, v));
         }
         Ok(S390VcpuState {
+            version: STATE_VERSION,
             regs: Self::get_regs(vcpu)?,
             sregs: Self::get_sregs(vcpu)?,
             fpu: Self::get_fpu(vcpu)?,
@@ -385,9 +403,17 @@ impl Arch for S390x {
         })
     }
 
-    /// Writes the registers back; the PSW and prefix go into the `kvm_run`
-    /// area, which KVM loads on the next `KVM_RUN` (as QEMU restores them).
+    /// Refuses a state of another format version, then writes the
+    /// registers back; the PSW and prefix go into the `kvm_run` area, which
+    /// KVM loads on the next `KVM_RUN` (as QEMU restores them).
     fn restore_vcpu_state(vcpu: &S390Vcpu, s: &S390VcpuState) -> Result<()> {
+        if s.version != STATE_VERSION {
+            return Err(Error::StateVersion {
+                what: "vCPU",
+                found: s.version,
+                supported: STATE_VERSION,
+            });
+        }
         Self::set_sregs(vcpu, &s.sregs)?;
         Self::set_regs(vcpu, &s.regs)?;
         Self::set_fpu(vcpu, &s.fpu)?;

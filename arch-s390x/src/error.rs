@@ -104,6 +104,32 @@ pub enum Error {
         #[source]
         source: vm_memory::GuestMemoryError,
     },
+    /// A saved state has a format version this build does not read.
+    #[error("cannot restore {what} state of format version {found}: this build reads version {supported}")]
+    StateVersion {
+        /// `vCPU` or `VM`.
+        what: &'static str,
+        /// The version in the state.
+        found: u32,
+        /// [`crate::STATE_VERSION`].
+        supported: u32,
+    },
+    /// The saved state holds a piece this VM has no place for; nothing was
+    /// written.
+    #[error("restore refused, nothing was written: the state holds the {piece} but {detail}")]
+    StateDoesNotFit {
+        /// The piece.
+        piece: crate::StatePiece,
+        /// What the target has instead.
+        detail: String,
+    },
+    /// The FLIC holds more pending interruptions than its largest buffer
+    /// (`KVM_S390_FLIC_MAX_BUFFER`) takes.
+    #[error("the FLIC has more pending floating interruptions than {bytes} bytes hold")]
+    FlicTooManyIrqs {
+        /// The largest buffer tried.
+        bytes: usize,
+    },
     /// A boot parameter is outside what the architecture or the image allows.
     #[error("invalid {what}: {value:#x} ({reason})")]
     InvalidBootParameter {

@@ -273,6 +273,14 @@ pub fn uapi_facts() -> BTreeMap<String, u64> {
         "dirty_bitmap": dirty_bitmap,
     });
     dirty_log_facts(&mut f);
+    facts!(f, kvm_s390_vm_tod_clock { "epoch_idx": epoch_idx, "tod": tod });
+    facts!(f, kvm_s390_vm_cpu_processor {
+        "cpuid": cpuid,
+        "ibc": ibc,
+        "pad": pad,
+        "fac_list": fac_list,
+    });
+    facts!(f, kvm_s390_vm_cpu_feat { "feat": feat });
 
     for (name, nr) in crate::sys::ioctl_numbers() {
         f.constant(name, nr);
@@ -329,6 +337,7 @@ pub fn uapi_facts() -> BTreeMap<String, u64> {
         KVM_S390_INT_IO_MAX,
         KVM_S390_INT_IO_AI_MASK,
         KVM_DEV_TYPE_FLIC,
+        KVM_DEV_FLIC_GET_ALL_IRQS,
         KVM_DEV_FLIC_ENQUEUE,
         KVM_DEV_FLIC_CLEAR_IRQS,
         KVM_DEV_FLIC_ADAPTER_REGISTER,
@@ -336,6 +345,15 @@ pub fn uapi_facts() -> BTreeMap<String, u64> {
         KVM_IRQFD_FLAG_DEASSIGN,
         KVM_IRQ_ROUTING_S390_ADAPTER,
         KVM_DIRTY_LOG_PAGE_OFFSET,
+        KVM_REG_S390_EPOCHDIFF,
+        KVM_S390_VM_TOD,
+        KVM_S390_VM_CPU_MODEL,
+        KVM_S390_VM_TOD_LOW,
+        KVM_S390_VM_TOD_HIGH,
+        KVM_S390_VM_TOD_EXT,
+        KVM_S390_VM_CPU_PROCESSOR,
+        KVM_S390_VM_CPU_PROCESSOR_FEAT,
+        KVM_S390_VM_CPU_FEAT_NR_BITS,
     );
     f.0
 }
@@ -416,5 +434,14 @@ mod tests {
         assert_eq!(f["KVM_EXIT_DIRTY_RING_FULL"], 31);
         assert_eq!(f["KVM_DIRTY_LOG_PAGE_OFFSET"], 0);
         assert_eq!(f["KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2"], 168);
+        // Snapshots: VM attributes, their structs, the FLIC's records.
+        assert_eq!(f["KVM_GET_DEVICE_ATTR"], 0x4018_aee2);
+        assert_eq!(f["kvm_s390_vm_tod_clock.tod.offset"], 8);
+        assert_eq!(f["kvm_s390_vm_cpu_processor.fac_list.offset"], 16);
+        assert_eq!(f["kvm_s390_vm_cpu_processor.size"], 2064);
+        assert_eq!(f["kvm_s390_vm_cpu_feat.size"], 128);
+        assert_eq!(f["KVM_S390_VM_TOD_EXT"], 2);
+        assert_eq!(f["KVM_DEV_FLIC_GET_ALL_IRQS"], 1);
+        assert_eq!(f["KVM_REG_S390_EPOCHDIFF"], 0x5030_0000_0000_0002);
     }
 }

@@ -213,15 +213,22 @@ fn unsupported(operation: &'static str) -> kvmkit_irq::Error {
 }
 
 impl Flic {
-    /// Creates the VM's FLIC (`KVM_CREATE_DEVICE` with `KVM_DEV_TYPE_FLIC`).
+    /// Creates the VM's FLIC (`KVM_CREATE_DEVICE` with `KVM_DEV_TYPE_FLIC`;
+    /// KVM allows one per VM). The VM keeps a duplicate of the device fd,
+    /// so that its snapshot (`SnapshotArch::save_vm_state`) reads the
+    /// pending floating interruptions and a restore enqueues them again.
     pub fn new(vm: &S390Vm) -> crate::Result<Flic> {
         let dev = sys::create_device(vm.file(), KVM_DEV_TYPE_FLIC)
             .map_err(Error::ioctl("KVM_CREATE_DEVICE(KVM_DEV_TYPE_FLIC)"))?;
-        let vm = vm
+        let kept = dev
+            .try_clone()
+            .map_err(Error::ioctl("F_DUPFD_CLOEXEC of the FLIC fd"))?;
+        let vm_file = vm
             .file()
             .try_clone()
             .map_err(Error::ioctl("F_DUPFD_CLOEXEC of the VM fd"))?;
-        Ok(Flic::from_files(dev, vm))
+        vm.set_flic(kept);
+        Ok(Flic::from_files(dev, vm_file))
     }
 
     fn from_files(dev: File, vm: File) -> Flic {

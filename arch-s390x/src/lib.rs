@@ -11,7 +11,9 @@ mod exit;
 mod facts;
 mod flic;
 mod io;
+mod profile;
 mod sclp;
+mod snapshot;
 mod state;
 pub mod sys;
 pub mod uapi;
@@ -36,6 +38,7 @@ pub use flic::{
     IO_INT_WORD_AI,
 };
 pub use io::S390Io;
+pub use profile::{ProfileMismatch, S390AbiProfile, PROFILE_VERSION};
 pub use sclp::{
     Sclp, ServiceCallResult, ServiceSignal, EVENT_BUFFER_HEADER_SIZE, SCCB_HEADER_SIZE, SCCB_SIZE,
     SCLP_CMDW_READ_SCP_INFO, SCLP_CMD_CODE_MASK, SCLP_CMD_READ_EVENT_DATA,
@@ -45,4 +48,8 @@ pub use sclp::{
     SCLP_RC_INVALID_SCLP_COMMAND, SCLP_RC_NORMAL_COMPLETION, SCLP_RC_NO_EVENT_BUFFERS_STORED,
     SCLP_RC_SCCB_BOUNDARY_VIOLATION, SCLP_VARIABLE_LENGTH_RESPONSE,
 };
-pub use state::{S390VcpuState, SAVED_ONE_REGS};
+pub use snapshot::{abi_profile, restore_vm_state, save_vm_state};
+pub use state::{
+    CpuModel, FloatingIrq, FloatingIrqKind, Omitted, S390VcpuState, S390VmState, StatePiece,
+    TodClock, FLIC_IRQ_BYTES, SAVED_ONE_REGS, STATE_VERSION,
+};

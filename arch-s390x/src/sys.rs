@@ -125,6 +125,11 @@ pub const KVM_RESET_DIRTY_RINGS: u64 = io(0xc7);
 pub const KVM_CREATE_DEVICE: u64 = iowr(0xe0, size_of::<kvm_create_device>());
 /// `KVM_SET_DEVICE_ATTR` = `_IOW(KVMIO, 0xe1, struct kvm_device_attr)`.
 pub const KVM_SET_DEVICE_ATTR: u64 = iow(0xe1, size_of::<kvm_device_attr>());
+/// `KVM_GET_DEVICE_ATTR` = `_IOW(KVMIO, 0xe2, struct kvm_device_attr)`: the
+/// kernel reads the struct and writes the attribute's value at its `addr`.
+pub const KVM_GET_DEVICE_ATTR: u64 = iow(0xe2, size_of::<kvm_device_attr>());
+/// `KVM_HAS_DEVICE_ATTR` = `_IOW(KVMIO, 0xe3, struct kvm_device_attr)`.
+pub const KVM_HAS_DEVICE_ATTR: u64 = iow(0xe3, size_of::<kvm_device_attr>());
 
 /// Every ioctl number this crate issues, by the kernel's macro name, in
 /// s390x's encoding.
@@ -164,6 +169,8 @@ pub fn ioctl_numbers() -> Vec<(&'static str, u64)> {
         ("KVM_RESET_DIRTY_RINGS", KVM_RESET_DIRTY_RINGS),
         ("KVM_CREATE_DEVICE", KVM_CREATE_DEVICE),
         ("KVM_SET_DEVICE_ATTR", KVM_SET_DEVICE_ATTR),
+        ("KVM_GET_DEVICE_ATTR", KVM_GET_DEVICE_ATTR),
+        ("KVM_HAS_DEVICE_ATTR", KVM_HAS_DEVICE_ATTR),
     ]
 }
 
@@ -557,6 +564,140 @@ unsafe fn set_device_attr<T>(
     unsafe { ioctl_ref(dev, KVM_SET_DEVICE_ATTR, &a) }.map(drop)
 }
 
+/// Wraps `KVM_GET_DEVICE_ATTR`; the kernel writes the value at `out`.
+///
+/// # Safety
+///
+/// `group` and `attr` must name an attribute of `fd` that writes no more
+/// than `size_of::<T>()` bytes at `addr`, and any bytes it writes must be a
+/// valid `T` (integers and arrays of them).
+unsafe fn get_device_attr<T>(fd: &File, group: u32, attr: u64, out: &mut T) -> io::Result<()> {
+    let a = kvm_device_attr {
+        flags: 0,
+        group,
+        attr,
+        addr: std::ptr::from_mut(out) as u64,
+    };
+    // SAFETY: the kernel reads `a` and writes the attribute's value at
+    // `a.addr`, which is `out`, exclusively borrowed for the call; the
+    // caller guarantees the value fits `T` and any bytes form a valid `T`.
+    unsafe { ioctl_ref(fd, KVM_GET_DEVICE_ATTR, &a) }.map(drop)
+}
+
+/// Wraps `KVM_HAS_DEVICE_ATTR`: true when `fd` has the attribute.
+pub(crate) fn has_device_attr(fd: &File, group: u32, attr: u64) -> bool {
+    let a = kvm_device_attr {
+        flags: 0,
+        group,
+        attr,
+        addr: 0,
+    };
+    // SAFETY: KVM_HAS_DEVICE_ATTR only reads the struct and never follows
+    // `addr` (which is 0).
+    unsafe { ioctl_ref(fd, KVM_HAS_DEVICE_ATTR, &a) }.is_ok()
+}
+
+/// `KVM_GET_DEVICE_ATTR(KVM_S390_VM_TOD, KVM_S390_VM_TOD_EXT)` on the VM fd:
+/// the guest TOD clock and its epoch index.
+pub(crate) fn get_tod_ext(vm: &File) -> io::Result<kvm_s390_vm_tod_clock> {
+    let mut tod = kvm_s390_vm_tod_clock::default();
+    // SAFETY: KVM_S390_VM_TOD_EXT writes one struct kvm_s390_vm_tod_clock
+    // (16 bytes, integers only) at `addr`.
+    unsafe { get_device_attr(vm, KVM_S390_VM_TOD, KVM_S390_VM_TOD_EXT, &mut tod) }?;
+    Ok(tod)
+}
+
+/// `KVM_GET_DEVICE_ATTR(KVM_S390_VM_TOD, KVM_S390_VM_TOD_HIGH / _LOW)`: the
+/// guest TOD clock of kernels without `KVM_S390_VM_TOD_EXT`.
+pub(crate) fn get_tod_high_low(vm: &File) -> io::Result<(u8, u64)> {
+    let mut high = 0u8;
+    let mut low = 0u64;
+    // SAFETY: KVM_S390_VM_TOD_HIGH writes one u8 at `addr`.
+    unsafe { get_device_attr(vm, KVM_S390_VM_TOD, KVM_S390_VM_TOD_HIGH, &mut high) }?;
+    // SAFETY: KVM_S390_VM_TOD_LOW writes one u64 at `addr`.
+    unsafe { get_device_attr(vm, KVM_S390_VM_TOD, KVM_S390_VM_TOD_LOW, &mut low) }?;
+    Ok((high, low))
+}
+
+/// `KVM_SET_DEVICE_ATTR(KVM_S390_VM_TOD, KVM_S390_VM_TOD_EXT)`: sets the
+/// guest TOD clock (and every vCPU's epoch).
+pub(crate) fn set_tod_ext(vm: &File, tod: &kvm_s390_vm_tod_clock) -> io::Result<()> {
+    // SAFETY: KVM_S390_VM_TOD_EXT reads one struct kvm_s390_vm_tod_clock at
+    // `addr` and writes nothing there.
+    unsafe { set_device_attr(vm, KVM_S390_VM_TOD, KVM_S390_VM_TOD_EXT, Some(tod)) }
+}
+
+/// `KVM_SET_DEVICE_ATTR(KVM_S390_VM_TOD, KVM_S390_VM_TOD_LOW)`: sets the
+/// guest TOD clock on kernels without `KVM_S390_VM_TOD_EXT` (epoch 0).
+pub(crate) fn set_tod_low(vm: &File, tod: u64) -> io::Result<()> {
+    // SAFETY: KVM_S390_VM_TOD_LOW reads one u64 at `addr`.
+    unsafe { set_device_attr(vm, KVM_S390_VM_TOD, KVM_S390_VM_TOD_LOW, Some(&tod)) }
+}
+
+/// `KVM_GET_DEVICE_ATTR(KVM_S390_VM_CPU_MODEL, KVM_S390_VM_CPU_PROCESSOR)`:
+/// the CPU model the VM's guest sees.
+pub(crate) fn get_cpu_processor(vm: &File) -> io::Result<kvm_s390_vm_cpu_processor> {
+    let mut p = kvm_s390_vm_cpu_processor::ZERO;
+    // SAFETY: KVM_S390_VM_CPU_PROCESSOR writes one struct
+    // kvm_s390_vm_cpu_processor (integers only) at `addr`.
+    unsafe { get_device_attr(vm, KVM_S390_VM_CPU_MODEL, KVM_S390_VM_CPU_PROCESSOR, &mut p) }?;
+    Ok(p)
+}
+
+/// `KVM_GET_DEVICE_ATTR(KVM_S390_VM_CPU_MODEL,
+/// KVM_S390_VM_CPU_PROCESSOR_FEAT)`: the CPU features the guest gets.
+pub(crate) fn get_cpu_processor_feat(vm: &File) -> io::Result<kvm_s390_vm_cpu_feat> {
+    let mut f = kvm_s390_vm_cpu_feat::default();
+    // SAFETY: KVM_S390_VM_CPU_PROCESSOR_FEAT writes one struct
+    // kvm_s390_vm_cpu_feat (16 u64) at `addr`.
+    unsafe {
+        get_device_attr(
+            vm,
+            KVM_S390_VM_CPU_MODEL,
+            KVM_S390_VM_CPU_PROCESSOR_FEAT,
+            &mut f,
+        )
+    }?;
+    Ok(f)
+}
+
+/// `KVM_GET_DEVICE_ATTR(KVM_DEV_FLIC_GET_ALL_IRQS)`: the kernel copies the
+/// pending floating interruptions into `buf` as `struct kvm_s390_irq`
+/// records and returns how many; `ENOMEM` when `buf` may be too small.
+pub(crate) fn flic_get_all_irqs(flic: &File, buf: &mut [u8]) -> io::Result<usize> {
+    let a = kvm_device_attr {
+        flags: 0,
+        group: KVM_DEV_FLIC_GET_ALL_IRQS,
+        attr: buf.len() as u64,
+        addr: buf.as_mut_ptr() as u64,
+    };
+    // SAFETY: KVM_DEV_FLIC_GET_ALL_IRQS writes at most `attr` bytes (whole
+    // records, fewer than fit) at `addr`, which is `buf`, exclusively
+    // borrowed for the call and `attr` bytes long; bytes are plain data.
+    let n = unsafe { ioctl_ref(flic, KVM_GET_DEVICE_ATTR, &a) }?;
+    usize::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// `KVM_SET_DEVICE_ATTR(KVM_DEV_FLIC_ENQUEUE)` of the `struct kvm_s390_irq`
+/// records in `records` (a whole number of them, at most
+/// `KVM_S390_FLIC_MAX_BUFFER` bytes: `EINVAL` before the kernel otherwise).
+pub(crate) fn flic_enqueue_records(flic: &File, records: &[u8]) -> io::Result<()> {
+    if records.len() % size_of::<kvm_s390_irq>() != 0
+        || records.len() > KVM_S390_FLIC_MAX_BUFFER as usize
+    {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let a = kvm_device_attr {
+        flags: 0,
+        group: KVM_DEV_FLIC_ENQUEUE,
+        attr: records.len() as u64,
+        addr: records.as_ptr() as u64,
+    };
+    // SAFETY: KVM_DEV_FLIC_ENQUEUE reads `attr` bytes at `addr`, which is
+    // `records`, that long and alive for the call; it writes nothing there.
+    unsafe { ioctl_ref(flic, KVM_SET_DEVICE_ATTR, &a) }.map(drop)
+}
+
 /// `KVM_SET_DEVICE_ATTR(KVM_DEV_FLIC_ENQUEUE)` of one floating interruption.
 pub(crate) fn flic_enqueue(flic: &File, irq: &kvm_s390_irq) -> io::Result<()> {
     let len = size_of::<kvm_s390_irq>() as u64;
@@ -717,7 +858,9 @@ mod tests {
         assert_eq!(KVM_GET_DIRTY_LOG, 0x4010_ae42);
         assert_eq!(KVM_CLEAR_DIRTY_LOG, 0xc018_aec0);
         assert_eq!(KVM_RESET_DIRTY_RINGS, 0xaec7);
-        assert_eq!(ioctl_numbers().len(), 29);
+        assert_eq!(ioctl_numbers().len(), 31);
+        assert_eq!(KVM_GET_DEVICE_ATTR, 0x4018_aee2);
+        assert_eq!(KVM_HAS_DEVICE_ATTR, 0x4018_aee3);
     }
 
     #[test]
@@ -761,6 +904,30 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
         assert!(set_one_reg(&f, KVM_REG_S390_CPU_TIMER, &buf[..4]).is_err());
         assert!(flic_clear_irqs(&f).is_err());
+        // Snapshots: the TOD clock, the CPU model, the FLIC's interrupts.
+        assert!(!has_device_attr(&f, KVM_S390_VM_TOD, KVM_S390_VM_TOD_EXT));
+        assert!(get_tod_ext(&f).is_err());
+        assert!(get_tod_high_low(&f).is_err());
+        assert!(set_tod_ext(&f, &kvm_s390_vm_tod_clock::default()).is_err());
+        assert!(set_tod_low(&f, 0).is_err());
+        assert!(get_cpu_processor(&f).is_err());
+        assert!(get_cpu_processor_feat(&f).is_err());
+        let mut irqs = [0u8; 72];
+        assert_eq!(
+            flic_get_all_irqs(&f, &mut irqs).unwrap_err().raw_os_error(),
+            Some(libc::ENOTTY)
+        );
+        assert_eq!(
+            flic_enqueue_records(&f, &irqs).unwrap_err().raw_os_error(),
+            Some(libc::ENOTTY)
+        );
+        // Not whole records: refused before the kernel.
+        assert_eq!(
+            flic_enqueue_records(&f, &irqs[..70])
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::EINVAL)
+        );
         assert!(flic_enqueue(&f, &kvm_s390_irq::default()).is_err());
         assert!(flic_register_adapter(&f, &kvm_s390_io_adapter::default()).is_err());
         // The dirty log: a short CLEAR bitmap is refused before the kernel.

@@ -236,3 +236,43 @@ fn kvm_dirty_ring_ioctls_through_this_crate() {
         .expect("KVM_CREATE_VCPU");
     assert_eq!(vcpu.raw_fd(), vcpu.arch_fd().as_raw_fd());
 }
+
+/// The snapshot calls are VM attributes of s390x's KVM (`KVM_GET_DEVICE_ATTR`
+/// and `KVM_SET_DEVICE_ATTR` on the VM fd, the generic numbers): this
+/// kernel answers `ENOTTY`, and each call fails naming its attribute,
+/// through the portable contract (`Vm::save_state`, `Vm::restore_state`,
+/// `Kvm::abi_profile`).
+#[test]
+fn kvm_snapshot_calls_reach_the_kernel_and_name_their_attribute() {
+    let Some(kvm) = kvm_or_skip!(S390x) else {
+        return;
+    };
+    let vm = kvm.create_vm(&plain()).expect("KVM_CREATE_VM");
+    let enotty = |e: &Error| {
+        std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error)
+    };
+    let e = vm.save_state().unwrap_err();
+    let inner = arch_error(&e);
+    assert_eq!(
+        inner.to_string(),
+        "KVM_GET_DEVICE_ATTR(KVM_S390_VM_TOD_EXT) failed"
+    );
+    assert_eq!(enotty(inner), Some(libc::ENOTTY));
+    // A default state holds only a TOD clock; this kernel has no
+    // KVM_S390_VM_TOD_EXT (KVM_HAS_DEVICE_ATTR says so), so the _LOW write.
+    let e = vm.restore_state(&Default::default()).unwrap_err();
+    assert_eq!(
+        arch_error(&e).to_string(),
+        "KVM_SET_DEVICE_ATTR(KVM_S390_VM_TOD_LOW) failed"
+    );
+    // The host profile: the scratch VM is made, then the CPU model read.
+    let e = kvm
+        .abi_profile(&plain(), &VcpuConfig::default())
+        .unwrap_err();
+    assert_eq!(
+        arch_error(&e).to_string(),
+        "KVM_GET_DEVICE_ATTR(KVM_S390_VM_CPU_PROCESSOR) failed"
+    );
+}

@@ -18,6 +18,7 @@ mod pio;
 mod platform;
 mod profile;
 mod routing;
+mod snapshot;
 mod split;
 mod state;
 mod sys;
@@ -34,6 +35,7 @@ pub use error::{Error, Result};
 pub use exit::{decode_exit, IoDirection, X86Exit, EXIT_REASONS};
 pub use facts::uapi_facts;
 pub use ioapic::{Ioapic, RedirectionEntry, IOAPIC_MAX_PINS, IOAPIC_VERSION, MSI_ADDRESS_BASE};
+pub use kvmkit_core::CapabilityValue;
 pub use msrs::{boot_msr_entries, msr_one_reg_id};
 pub use pio::PortIoBus;
 pub use platform::{
@@ -46,7 +48,7 @@ pub use platform::{
     PVH_INFO_END, PVH_MEMMAP_ADDR, ZERO_PAGE_ADDR,
 };
 pub use profile::{
-    abi_profile, CapabilityValue, CpuidProfile, CpuidRegister, FeatureWord, ProfileMismatch,
+    abi_profile, abi_profile_for, CpuidProfile, CpuidRegister, FeatureWord, ProfileMismatch,
     X86AbiProfile, PROFILE_VERSION,
 };
 pub use routing::{pc_gsi_routes, pc_routing_table, IOAPIC_PINS};

@@ -6,7 +6,7 @@ use crate::vcpu_state::read_msrs;
 use crate::{Error, Result, VcpuConfig, VmConfig, X86System, X86Vcpu, X86VcpuState, X86VmState};
 use crate::{STATE_VERSION, X86_64};
 use kvm_bindings::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
-use kvmkit_core::{Arch, Capability, VcpuId};
+use kvmkit_core::{Arch, Capability, CapabilityValue, VcpuId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -196,40 +196,6 @@ impl CpuidProfile {
     }
 }
 
-/// A capability and its `KVM_CHECK_EXTENSION` value.
-///
-/// ```
-/// use kvmkit_arch_x86_64::CapabilityValue;
-/// let c = CapabilityValue { name: "KVM_CAP_XCRS".into(), number: 56, value: 1 };
-/// assert_eq!(c.to_string(), "KVM_CAP_XCRS (56) = 1");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CapabilityValue {
-    /// The kernel's name, e.g. `KVM_CAP_XSAVE2`.
-    pub name: String,
-    /// Its number.
-    pub number: u32,
-    /// In a host profile, the host's value; in the profile of a state, the
-    /// least value the state needs (1: present).
-    pub value: i32,
-}
-
-impl CapabilityValue {
-    fn of(cap: Capability, value: i32) -> Self {
-        CapabilityValue {
-            name: cap.name().to_string(),
-            number: cap.number(),
-            value,
-        }
-    }
-}
-
-impl fmt::Display for CapabilityValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}) = {}", self.name, self.number, self.value)
-    }
-}
-
 /// Why a saved state cannot be restored on a host: each names the item and
 /// the values on both sides.
 ///
@@ -407,7 +373,7 @@ impl X86AbiProfile {
         let capabilities = STATE_CAPS
             .iter()
             .filter(|c| caps.contains(c))
-            .map(|&c| CapabilityValue::of(c, 1))
+            .map(|&c| CapabilityValue::new(c, 1))
             .collect();
         let mut msrs: Vec<u32> = Vec::new();
         for (i, _) in vcpus.iter().flat_map(|v| &v.msrs) {
@@ -444,10 +410,7 @@ impl X86AbiProfile {
     /// assert_eq!(X86AbiProfile::of_state(None, &[s]).capability(56), 1); // KVM_CAP_XCRS
     /// ```
     pub fn capability(&self, number: u32) -> i32 {
-        self.capabilities
-            .iter()
-            .find(|c| c.number == number)
-            .map_or(0, |c| c.value)
+        CapabilityValue::value_in(&self.capabilities, number)
     }
 
     /// Everything `self` (a saved state's profile) needs that `host` lacks.
@@ -563,13 +526,13 @@ pub(crate) fn host_profile(vcpu: &X86Vcpu, cpuid: &[kvm_cpuid_entry2]) -> Result
         .caps
         .iter()
         .filter(|(_, v)| *v > 0)
-        .map(|&(c, v)| CapabilityValue::of(c, v))
+        .map(|&(c, v)| CapabilityValue::new(c, v))
         .collect();
     // The XSAVE2 size is per VM (it follows the VM's permitted features).
     let xsave2 = vcpu.vm.check_extension(Capability::XSAVE2);
     capabilities.retain(|c| c.number != Capability::XSAVE2.number());
     if xsave2 > 0 {
-        capabilities.push(CapabilityValue::of(Capability::XSAVE2, xsave2));
+        capabilities.push(CapabilityValue::new(Capability::XSAVE2, xsave2));
     }
     let xsave_bytes = match (facts.has(Capability::XSAVE), xsave2) {
         (false, _) => None,
@@ -611,9 +574,28 @@ pub(crate) fn host_profile(vcpu: &X86Vcpu, cpuid: &[kvm_cpuid_entry2]) -> Result
 /// assert!(!p.cpuid.vendor.is_empty());
 /// ```
 pub fn abi_profile(sys: &X86System, config: &VcpuConfig) -> Result<X86AbiProfile> {
-    let vm_config = VmConfig::default();
-    let vm = X86_64::create_vm(sys, &vm_config)?;
-    X86_64::init_vm(&vm, &vm_config)?;
+    abi_profile_for(sys, &VmConfig::default(), config)
+}
+
+/// [`abi_profile`] with the scratch VM made from `vm_config`, like the VM a
+/// restore would create: what `SnapshotArch::host_profile` (and so
+/// `Kvm::abi_profile`) does. Per-VM values (`KVM_CAP_XSAVE2`) and what a
+/// vCPU reads (MSRs, CPUID) then come from a VM with the same irqchip.
+///
+/// ```
+/// use kvmkit_arch_x86_64::{abi_profile_for, IrqchipMode, VcpuConfig, VmConfig, X86_64};
+/// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
+/// let cfg = VmConfig { irqchip: IrqchipMode::Kernel, ..Default::default() };
+/// let p = abi_profile_for(kvm.arch_system(), &cfg, &VcpuConfig::default()).unwrap();
+/// assert!(p.msrs.contains(&0x10), "the TSC");
+/// ```
+pub fn abi_profile_for(
+    sys: &X86System,
+    vm_config: &VmConfig,
+    config: &VcpuConfig,
+) -> Result<X86AbiProfile> {
+    let vm = X86_64::create_vm(sys, vm_config)?;
+    X86_64::init_vm(&vm, vm_config)?;
     let vcpu = X86_64::create_vcpu(sys, &vm, VcpuId(0))?;
     X86_64::init_vcpu(sys, &vm, &vcpu, VcpuId(0), config)?;
     let cpuid = crate::vcpu_state::read_cpuid(&vcpu).map_err(Error::ioctl("KVM_GET_CPUID2"))?;
@@ -695,7 +677,7 @@ mod tests {
         let mut h = saved();
         h.capabilities = STATE_CAPS
             .iter()
-            .map(|&c| CapabilityValue::of(c, if c == Capability::XSAVE2 { 4096 } else { 1 }))
+            .map(|&c| CapabilityValue::new(c, if c == Capability::XSAVE2 { 4096 } else { 1 }))
             .collect();
         h.capabilities
             .retain(|c| c.number != Capability::TSC_CONTROL.number());
@@ -824,7 +806,7 @@ mod tests {
             }
         );
         h.capabilities
-            .push(CapabilityValue::of(Capability::TSC_CONTROL, 1));
+            .push(CapabilityValue::new(Capability::TSC_CONTROL, 1));
         assert!(saved().check(&h).is_ok(), "KVM_SET_TSC_KHZ can scale");
     }
 

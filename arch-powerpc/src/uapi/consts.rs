@@ -114,8 +114,15 @@ named! {
         KVM_DEV_XICS_NR_SERVERS = 1,
         KVM_XICS_DESTINATION_SHIFT = 0,
         KVM_XICS_PRIORITY_SHIFT = 32,
+        KVM_XICS_DESTINATION_MASK = 0xffff_ffff,
+        KVM_XICS_PRIORITY_MASK = 0xff,
         KVM_XICS_LEVEL_SENSITIVE = 1 << 40,
         KVM_XICS_MASKED = 1 << 41,
+        KVM_XICS_PENDING = 1 << 42,
+        KVM_XICS_PRESENTED = 1 << 43,
+        KVM_XICS_QUEUED = 1 << 44,
+        KVM_GET_HTAB_BOLTED_ONLY = 1,
+        KVM_GET_HTAB_WRITE = 2,
         KVM_DEV_XIVE_GRP_CTRL = 1,
         KVM_DEV_XIVE_RESET = 1,
         KVM_DEV_XIVE_NR_SERVERS = 3,
@@ -157,6 +164,9 @@ pub const CAP_PPC_SMT: Capability = Capability::new(64, "KVM_CAP_PPC_SMT");
 pub const CAP_PPC_EPR: Capability = Capability::new(86, "KVM_CAP_PPC_EPR");
 /// `KVM_CAP_PPC_ALLOC_HTAB`
 pub const CAP_PPC_ALLOC_HTAB: Capability = Capability::new(80, "KVM_CAP_PPC_ALLOC_HTAB");
+/// `KVM_CAP_PPC_HTAB_FD`: `KVM_PPC_GET_HTAB_FD`. Checked on a VM fd it is
+/// 1 for a KVM-HV VM and 0 for a KVM-PR one.
+pub const CAP_PPC_HTAB_FD: Capability = Capability::new(84, "KVM_CAP_PPC_HTAB_FD");
 /// `KVM_CAP_PPC_RTAS`
 pub const CAP_PPC_RTAS: Capability = Capability::new(91, "KVM_CAP_PPC_RTAS");
 /// `KVM_CAP_PPC_ENABLE_HCALL`
@@ -192,6 +202,7 @@ pub const CAPABILITIES: &[Capability] = &[
     CAP_PPC_SMT,
     CAP_PPC_EPR,
     CAP_PPC_ALLOC_HTAB,
+    CAP_PPC_HTAB_FD,
     CAP_PPC_RTAS,
     CAP_PPC_ENABLE_HCALL,
     CAP_PPC_FWNMI,

@@ -130,3 +130,27 @@ pub struct kvm_clear_dirty_log {
 }
 const _: () =
     assert!(size_of::<kvm_clear_dirty_log>() == 24 && align_of::<kvm_clear_dirty_log>() == 8);
+
+/// `struct kvm_get_htab_fd` of `asm/kvm.h` (`KVM_PPC_GET_HTAB_FD`): opens a
+/// stream over the KVM-HV guest hash page table, for reading or (with
+/// `KVM_GET_HTAB_WRITE`) writing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct kvm_get_htab_fd {
+    pub flags: u64,
+    pub start_index: u64,
+    pub reserved: [u64; 2],
+}
+const _: () = assert!(size_of::<kvm_get_htab_fd>() == 32 && align_of::<kvm_get_htab_fd>() == 8);
+
+/// `struct kvm_get_htab_header` of `asm/kvm.h`: one record of the hash page
+/// table stream, followed by `n_valid` HPTEs of 16 bytes (then `n_invalid`
+/// invalid HPTEs that the stream does not spell out).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct kvm_get_htab_header {
+    pub index: u32,
+    pub n_valid: u16,
+    pub n_invalid: u16,
+}
+const _: () = assert!(size_of::<kvm_get_htab_header>() == 8);

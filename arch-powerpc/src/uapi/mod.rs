@@ -23,7 +23,8 @@ mod sregs;
 pub use consts::*;
 pub use misc::{
     kvm_clear_dirty_log, kvm_create_device, kvm_device_attr, kvm_dirty_log, kvm_enable_cap,
-    kvm_irq_level, kvm_irqfd, kvm_one_reg, kvm_rtas_token_args, kvm_userspace_memory_region,
+    kvm_get_htab_fd, kvm_get_htab_header, kvm_irq_level, kvm_irqfd, kvm_one_reg,
+    kvm_rtas_token_args, kvm_userspace_memory_region,
 };
 pub use regs::{
     kvm_debug_exit_arch, kvm_fpu, kvm_guest_debug, kvm_guest_debug_arch, kvm_guest_debug_bp,

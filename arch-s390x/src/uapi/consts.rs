@@ -66,6 +66,8 @@ pub const KVM_REG_SIZE_MASK: u64 = 0x00f0_0000_0000_0000;
 pub const KVM_REG_SIZE_U32: u64 = 0x0020_0000_0000_0000;
 pub const KVM_REG_SIZE_U64: u64 = 0x0030_0000_0000_0000;
 pub const KVM_REG_S390_TODPR: u64 = KVM_REG_S390 | KVM_REG_SIZE_U32 | 0x1;
+/// The vCPU's TOD epoch difference. Not in a vCPU snapshot: restoring the
+/// VM's TOD clock (`KVM_S390_VM_TOD`) sets every vCPU's epoch.
 pub const KVM_REG_S390_EPOCHDIFF: u64 = KVM_REG_S390 | KVM_REG_SIZE_U64 | 0x2;
 pub const KVM_REG_S390_CPU_TIMER: u64 = KVM_REG_S390 | KVM_REG_SIZE_U64 | 0x3;
 pub const KVM_REG_S390_CLOCK_COMP: u64 = KVM_REG_S390 | KVM_REG_SIZE_U64 | 0x4;
@@ -92,6 +94,7 @@ pub const KVM_S390_INT_IO_AI_MASK: u32 = 0x0400_0000;
 
 // The FLIC device and its attribute groups.
 pub const KVM_DEV_TYPE_FLIC: u32 = 6;
+pub const KVM_DEV_FLIC_GET_ALL_IRQS: u32 = 1;
 pub const KVM_DEV_FLIC_ENQUEUE: u32 = 2;
 pub const KVM_DEV_FLIC_CLEAR_IRQS: u32 = 3;
 pub const KVM_DEV_FLIC_ADAPTER_REGISTER: u32 = 6;
@@ -100,3 +103,13 @@ pub const KVM_S390_FLIC_MAX_BUFFER: u32 = 0x200_0000;
 // Irqfds and routes.
 pub const KVM_IRQFD_FLAG_DEASSIGN: u32 = 1 << 0;
 pub const KVM_IRQ_ROUTING_S390_ADAPTER: u32 = 3;
+
+// VM attributes (`KVM_SET_DEVICE_ATTR` / `KVM_GET_DEVICE_ATTR` on the VM fd).
+pub const KVM_S390_VM_TOD: u32 = 1;
+pub const KVM_S390_VM_CPU_MODEL: u32 = 3;
+pub const KVM_S390_VM_TOD_LOW: u64 = 0;
+pub const KVM_S390_VM_TOD_HIGH: u64 = 1;
+pub const KVM_S390_VM_TOD_EXT: u64 = 2;
+pub const KVM_S390_VM_CPU_PROCESSOR: u64 = 0;
+pub const KVM_S390_VM_CPU_PROCESSOR_FEAT: u64 = 2;
+pub const KVM_S390_VM_CPU_FEAT_NR_BITS: u32 = 1024;

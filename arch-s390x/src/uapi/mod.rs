@@ -179,6 +179,53 @@ pub struct kvm_clear_dirty_log {
     pub dirty_bitmap: u64,
 }
 
+/// `struct kvm_s390_vm_tod_clock` (`KVM_S390_VM_TOD_EXT`): the guest TOD
+/// clock with its epoch index (multiple-epoch facility, 139).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct kvm_s390_vm_tod_clock {
+    pub epoch_idx: u8,
+    /// The implicit padding after `epoch_idx` in C.
+    pub pad: [u8; 7],
+    pub tod: u64,
+}
+
+/// `struct kvm_s390_vm_cpu_processor` (`KVM_S390_VM_CPU_PROCESSOR`): the
+/// CPU model the VM's guest sees: CPU id, instruction blocking control and
+/// the facility list STFLE reports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct kvm_s390_vm_cpu_processor {
+    pub cpuid: u64,
+    pub ibc: u16,
+    pub pad: [u8; 6],
+    pub fac_list: [u64; 256],
+}
+
+impl kvm_s390_vm_cpu_processor {
+    /// All zero.
+    pub const ZERO: Self = kvm_s390_vm_cpu_processor {
+        cpuid: 0,
+        ibc: 0,
+        pad: [0; 6],
+        fac_list: [0; 256],
+    };
+}
+
+impl Default for kvm_s390_vm_cpu_processor {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
+/// `struct kvm_s390_vm_cpu_feat` (`KVM_S390_VM_CPU_PROCESSOR_FEAT`): the
+/// CPU features (SIE and others STFLE does not report), 1024 bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct kvm_s390_vm_cpu_feat {
+    pub feat: [u64; 16],
+}
+
 const _: () = assert!(size_of::<kvm_regs>() == 128);
 const _: () = assert!(size_of::<kvm_sregs>() == 192);
 const _: () = assert!(size_of::<kvm_fpu>() == 136);
@@ -195,3 +242,6 @@ const _: () = assert!(size_of::<kvm_device_attr>() == 24);
 const _: () = assert!(size_of::<kvm_dirty_log>() == 16 && align_of::<kvm_dirty_log>() == 8);
 const _: () = assert!(size_of::<kvm_clear_dirty_log>() == 24);
 const _: () = assert!(align_of::<kvm_fpu>() == 8 && align_of::<kvm_create_device>() == 4);
+const _: () = assert!(size_of::<kvm_s390_vm_tod_clock>() == 16);
+const _: () = assert!(size_of::<kvm_s390_vm_cpu_processor>() == 2064);
+const _: () = assert!(size_of::<kvm_s390_vm_cpu_feat>() == 128);

@@ -1,6 +1,8 @@
 //! The `Arch` contract every architecture crate implements in full.
 
 use crate::{Capability, DecodeError, UserMemoryRegion, VcpuExit, VcpuId};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::fmt::Debug;
 
 /// How `KVM_RUN` returned.
@@ -77,8 +79,9 @@ pub trait Arch: Debug + Sized + Send + Sync + 'static {
     type Fpu: Clone + Debug + Default + Send + Sync;
     /// The argument of `KVM_SET_GUEST_DEBUG`.
     type GuestDebug: Clone + Debug + Default + Send + Sync;
-    /// Everything needed to save and restore a vCPU.
-    type VcpuState: Clone + Debug + Send + Sync;
+    /// Everything needed to save and restore a vCPU; serialisable, to be
+    /// written into a snapshot or sent in a migration stream.
+    type VcpuState: Clone + Debug + Send + Sync + Serialize + DeserializeOwned;
 
     /// VM-wide set-up parameters (x86: TSS and identity-map addresses, irqchip).
     type VmConfig: Clone + Debug + Default + Send + Sync;
@@ -154,9 +157,14 @@ pub trait Arch: Debug + Sized + Send + Sync + 'static {
     fn set_one_reg(vcpu: &Self::VcpuFd, id: u64, data: &[u8]) -> Result<usize, Self::Error>;
     /// Wraps `KVM_SET_GUEST_DEBUG`.
     fn set_guest_debug(vcpu: &Self::VcpuFd, debug: &Self::GuestDebug) -> Result<(), Self::Error>;
-    /// Reads all of a vCPU's state, for snapshots and migration.
+    /// Reads all of a vCPU's state, for snapshots and migration. Call it
+    /// while the vCPU is out of `KVM_RUN`, from the thread that runs it. An
+    /// implementation whose kernel finishes an exit's I/O only on the next
+    /// `KVM_RUN` (x86, PowerPC) first finishes it (`KVM_RUN` with
+    /// `immediate_exit` set), so that the state is the guest's own.
     fn save_vcpu_state(vcpu: &Self::VcpuFd) -> Result<Self::VcpuState, Self::Error>;
-    /// Writes back state saved by [`Arch::save_vcpu_state`].
+    /// Writes back state saved by [`Arch::save_vcpu_state`]; the VM-wide
+    /// state ([`crate::SnapshotArch::restore_vm_state`]) goes back first.
     fn restore_vcpu_state(vcpu: &Self::VcpuFd, state: &Self::VcpuState) -> Result<(), Self::Error>;
     /// Writes the boot structures into guest memory and sets the registers so
     /// that the vCPU starts as `boot` says.

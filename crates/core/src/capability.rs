@@ -117,10 +117,66 @@ impl fmt::Display for Capability {
     }
 }
 
+/// A capability with a `KVM_CHECK_EXTENSION` value, as an ABI profile lists
+/// it: in a host's profile the host's value, in the profile of a saved state
+/// the least value the state needs (1: present).
+///
+/// ```
+/// use kvmkit_core::{Capability, CapabilityValue};
+/// let c = CapabilityValue::new(Capability::XCRS, 1);
+/// assert_eq!(c.to_string(), "KVM_CAP_XCRS (56) = 1");
+/// let host = [CapabilityValue::new(Capability::ONE_REG, 1)];
+/// assert_eq!(CapabilityValue::value_in(&host, Capability::ONE_REG.number()), 1);
+/// assert_eq!(CapabilityValue::value_in(&host, 56), 0);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CapabilityValue {
+    /// The kernel's name, e.g. `KVM_CAP_XSAVE2`.
+    pub name: String,
+    /// Its number.
+    pub number: u32,
+    /// The value (0: absent).
+    pub value: i32,
+}
+
+impl CapabilityValue {
+    /// `cap` with `value`.
+    pub fn new(cap: Capability, value: i32) -> Self {
+        CapabilityValue {
+            name: cap.name().to_string(),
+            number: cap.number(),
+            value,
+        }
+    }
+
+    /// The value of capability `number` in `list`, 0 when it is not there.
+    pub fn value_in(list: &[CapabilityValue], number: u32) -> i32 {
+        list.iter()
+            .find(|c| c.number == number)
+            .map_or(0, |c| c.value)
+    }
+}
+
+impl fmt::Display for CapabilityValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}) = {}", self.name, self.number, self.value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn capability_values_name_their_capability() {
+        let c = CapabilityValue::new(Capability::S390_IRQCHIP, 1);
+        assert_eq!(c.name, "KVM_CAP_S390_IRQCHIP");
+        assert_eq!(c.number, 99);
+        let list = vec![c, CapabilityValue::new(Capability::XSAVE2, 4096)];
+        assert_eq!(CapabilityValue::value_in(&list, 208), 4096);
+        assert_eq!(CapabilityValue::value_in(&[], 208), 0);
+    }
 
     #[test]
     fn numbers_and_names_are_unique() {

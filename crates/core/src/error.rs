@@ -50,6 +50,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A saved state needs something this host's KVM does not offer (its ABI
+    /// profile does not fit this host's); nothing was restored. The source
+    /// is the architecture's `SnapshotArch::ProfileMismatch`, naming the
+    /// item and both values.
+    #[error("the saved {arch} state cannot be restored on this host")]
+    ProfileMismatch {
+        /// The architecture, `Arch::NAME`.
+        arch: &'static str,
+        /// The mismatch (downcast to the arch's `ProfileMismatch`).
+        #[source]
+        source: BoxError,
+    },
     /// An operation of the architecture backend failed; its message names the ioctl.
     #[error(transparent)]
     Arch(BoxError),
@@ -89,6 +101,24 @@ impl Error {
     pub fn arch<E: std::error::Error + Send + Sync + 'static>(e: E) -> Self {
         Error::Arch(Box::new(e))
     }
+
+    /// Wraps an arch's profile mismatch as [`Error::ProfileMismatch`].
+    ///
+    /// ```
+    /// use kvmkit_core::{Arch, Error};
+    /// // In code generic over the architecture, with `A::ProfileMismatch`:
+    /// fn refuse<A: Arch>(m: std::io::Error) -> Error {
+    ///     Error::profile_mismatch::<A, _>(m)
+    /// }
+    /// ```
+    pub fn profile_mismatch<A: crate::Arch, E: std::error::Error + Send + Sync + 'static>(
+        e: E,
+    ) -> Self {
+        Error::ProfileMismatch {
+            arch: A::NAME,
+            source: Box::new(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +148,16 @@ mod tests {
         assert!(src.to_string().contains("needs 64"));
         let e = Error::arch(std::io::Error::other("KVM_RUN failed"));
         assert_eq!(e.to_string(), "KVM_RUN failed");
+        let e = Error::ProfileMismatch {
+            arch: "s390x",
+            source: Box::new(std::io::Error::other("facility 139 missing")),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the saved s390x state cannot be restored on this host"
+        );
+        let src = std::error::Error::source(&e).expect("has a source");
+        assert_eq!(src.to_string(), "facility 139 missing");
+        assert!(src.downcast_ref::<std::io::Error>().is_some());
     }
 }

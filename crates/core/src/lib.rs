@@ -7,13 +7,14 @@ mod error;
 mod exit;
 mod kick;
 mod scripted;
+mod snapshot;
 mod sys;
 mod types;
 mod vcpu;
 mod vm;
 
 pub use arch::{Arch, ArchExitOutcome, RunOutcome};
-pub use capability::Capability;
+pub use capability::{Capability, CapabilityValue};
 pub use dirty::{
     le_bitmap_to_native, DirtyGfn, DirtyLogArch, SlotSizes, DIRTY_GFN_F_DIRTY, DIRTY_GFN_F_RESET,
     DIRTY_LOG_PAGE_OFFSET, MANUAL_PROTECT_ENABLE, MANUAL_PROTECT_INITIALLY_SET,
@@ -22,6 +23,7 @@ pub use error::{BoxError, DecodeError, Error, Result};
 pub use exit::{SystemEventKind, VcpuExit};
 pub use kick::{kick_signal, Kicker};
 pub use scripted::ScriptedVcpu;
+pub use snapshot::SnapshotArch;
 pub use types::{MemoryFlags, SlotId, UserMemoryRegion, VcpuId};
 pub use vcpu::{RunVcpu, Vcpu};
 pub use vm::{Kvm, Vm};
