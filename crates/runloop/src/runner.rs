@@ -46,9 +46,20 @@ impl<A: Arch, V: RunVcpu<A>> VcpuLoop<A, V> {
     /// accesses it made, and the final report (sent by the caller once the
     /// vCPU counts as ended).
     fn run(mut self) -> (V, u64, Sender<VcpuReport>, VcpuReport) {
+        // True after an exit was handled until the next entry: KVM completes
+        // the exit's I/O (the data of an `in` or MMIO read, RIP past an
+        // `out`) only when the vCPU enters again.
+        let mut exit_unfinished = false;
         let last = loop {
             match self.control.state() {
                 RunState::Running => {}
+                // Before parking or handing the vCPU back (its registers may
+                // be read or saved), let KVM finish the last exit: with a
+                // kick pending, `run` enters with `immediate_exit` set,
+                // completes the I/O and returns `Interrupted` at once.
+                RunState::Paused | RunState::Stopping if exit_unfinished => {
+                    self.vcpu.kicker().kick();
+                }
                 RunState::Paused => {
                     self.control.park(false);
                     continue;
@@ -59,6 +70,7 @@ impl<A: Arch, V: RunVcpu<A>> VcpuLoop<A, V> {
                 Ok(exit) => dispatch_exit(exit, &self.buses),
                 Err(e) => Dispatch::Final(VcpuEvent::Error(e)),
             };
+            exit_unfinished = !matches!(d, Dispatch::Interrupted);
             match d {
                 Dispatch::Continue | Dispatch::Interrupted => {}
                 Dispatch::Report(ev) => {

@@ -191,3 +191,52 @@ fn kvm_spinning_vcpu_is_kicked_paused_and_stopped() {
     let rip = vcpus[0].0.get_regs().unwrap().rip;
     assert_eq!(rip, CODE + 2, "stopped inside the jmp $ loop");
 }
+
+/// A port whose reads take a while and say when they start.
+struct SlowPort(std::sync::Mutex<std::sync::mpsc::Sender<()>>);
+
+impl vm_device::DevicePio for SlowPort {
+    fn pio_read(
+        &self,
+        _: vm_device::bus::PioAddress,
+        _: vm_device::bus::PioAddressOffset,
+        data: &mut [u8],
+    ) {
+        let _ = self.0.lock().unwrap().send(());
+        std::thread::sleep(Duration::from_millis(100));
+        data.fill(0x5a);
+    }
+    fn pio_write(
+        &self,
+        _: vm_device::bus::PioAddress,
+        _: vm_device::bus::PioAddressOffset,
+        _: &[u8],
+    ) {
+    }
+}
+
+#[test]
+fn kvm_pause_during_an_exit_finishes_its_io_first() {
+    let Some(kvm) = kvm_or_skip!(X86_64) else {
+        return;
+    };
+    // in al, 0x60 ; hlt
+    let g = guest(&kvm, &[0xe4, 0x60, 0xf4]);
+    let (tx, started) = std::sync::mpsc::channel();
+    let mut pio = PortIoBus::new();
+    pio.register(0x60, 1, Arc::new(SlowPort(std::sync::Mutex::new(tx))))
+        .unwrap();
+    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), pio.into()));
+    let (rl, _events) = RunLoop::start(vec![g.vcpu(0, 1)], buses).unwrap();
+    // The pause (and its kick) lands while the device is answering.
+    started.recv_timeout(WAIT).unwrap();
+    rl.pause(WAIT).unwrap();
+    let (vcpu, _) = rl.stop().pop().unwrap();
+    let regs = vcpu.get_regs().unwrap();
+    assert_eq!(regs.rax & 0xff, 0x5a, "the device's answer reached AL");
+    assert_eq!(
+        regs.rip,
+        CODE + 2,
+        "RIP is past the `in`, not on the `hlt` yet"
+    );
+}
