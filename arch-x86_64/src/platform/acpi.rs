@@ -235,7 +235,8 @@ fn fadt(config: &AcpiConfig, dsdt: u64, facs: u64) -> Vec<u8> {
     let mut f = FADTBuilder::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION)
         .flag(Flags::Wbinvd)
         .flag(Flags::ProcC1)
-        .flag(Flags::PwrButton)
+        // PWR_BUTTON clear: the power button is the fixed-feature one
+        // (PWRBTN_STS/PWRBTN_EN in PM1a), which the VMM presses.
         .flag(Flags::SlpButton)
         .flag(Flags::FixRtc)
         .flag(Flags::ResetRegSup);
@@ -326,9 +327,11 @@ fn place(xsdt_len: usize, madt_len: usize, dsdt_len: usize) -> Option<Placement>
 ///   blocks as given, also as `X_` generic addresses; no PM timer, no GPE
 ///   blocks; `FIRMWARE_CTRL`/`X_FIRMWARE_CTRL` and `DSDT`/`X_DSDT`;
 ///   `RESET_REG` (system I/O, 8 bits) with `RESET_VALUE`; flags `WBINVD`,
-///   `PROC_C1`, `PWR_BUTTON` and `SLP_BUTTON` (no fixed buttons),
-///   `FIX_RTC`, `RESET_REG_SUP`; `IAPC_BOOT_ARCH` legacy devices, 8042,
-///   VGA not present; C2/C3 latencies marking them unsupported;
+///   `PROC_C1`, `SLP_BUTTON` (no sleep button), `FIX_RTC`, `RESET_REG_SUP`;
+///   `PWR_BUTTON` clear: the power button is the fixed-feature one, its
+///   status and enable bits in the PM1a event block, its event the SCI;
+///   `IAPC_BOOT_ARCH` legacy devices, 8042, VGA not present; C2/C3
+///   latencies marking them unsupported;
 /// - MADT revision 5: local APIC at [`crate::LAPIC_ADDR`], `PCAT_COMPAT`,
 ///   one enabled local APIC per vCPU (ACPI id = APIC id = index), one IOAPIC
 ///   (id `nr_vcpus`, at [`crate::IOAPIC_ADDR`], GSI base 0), interrupt
@@ -575,7 +578,9 @@ mod tests {
         assert_eq!(u16_at(f, 98), 1001);
         assert_eq!(u16_at(f, 109), 0x7); // IAPC_BOOT_ARCH
         let flags = u32_at(f, 112);
-        let want = [0, 2, 4, 5, 6, 10];
+        // WBINVD, PROC_C1, SLP_BUTTON, FIX_RTC, RESET_REG_SUP; PWR_BUTTON
+        // (bit 4) clear: a fixed-feature power button.
+        let want = [0, 2, 5, 6, 10];
         assert_eq!(flags, want.iter().map(|b| 1u32 << b).sum::<u32>());
         assert_eq!(flags & (1 << 20), 0, "not hardware-reduced");
         // RESET_REG: system I/O, 8 bits, byte access, port 0xcf9; value 6.
