@@ -263,6 +263,20 @@ static void read_gas(u64 a, struct gas *g)
 
 static void parse_fadt(u64 t, u32 len)
 {
+	if (len >= 48)
+		acpi.sci_irq = rd16(t + 46);
+	if (len >= 60)
+		acpi.pm1a_evt = rd32(t + 56);
+	if (!acpi.pm1a_evt && len >= 160) {
+		struct gas g;
+		read_gas(t + 148, &g);             /* X_PM1a_EVT_BLK */
+		if (g.space == 1 && g.addr && g.addr < 0x10000)
+			acpi.pm1a_evt = (u32)g.addr;
+	}
+	if (len >= 89)
+		acpi.pm1_evt_len = rd8(t + 88);
+	if (len >= 116)                            /* PWR_BUTTON (bit 4) clear */
+		acpi.fixed_pwrbtn = !(rd32(t + 112) & (1u << 4));
 	if (len >= 68)
 		acpi.pm1a_cnt = rd32(t + 64);
 	if (!acpi.pm1a_cnt && len >= 184) {
@@ -440,4 +454,60 @@ void acpi_reset(void)
 {
 	if (acpi.have_reset)
 		gas_write8(&acpi.reset_reg, acpi.reset_val);
+}
+
+/*
+ * The SCI and the fixed-feature power button.  PM1a_STS is at pm1a_evt,
+ * PM1a_EN at pm1a_evt + pm1_evt_len / 2; status bits are write-one-to-
+ * clear.  The handler runs only inside sti; hlt waits (the shell's idle
+ * loop, device and tick waits), like every other handler.
+ */
+#define PM1_PWRBTN (1u << 8)
+
+volatile u32 sci_irqs;
+
+static u16 pm1_en_port(void)
+{
+	return (u16)(acpi.pm1a_evt + acpi.pm1_evt_len / 2);
+}
+
+static void sci_irq(void *arg)
+{
+	(void)arg;
+	sci_irqs++;
+	u16 sts = inw((u16)acpi.pm1a_evt);
+	u16 en = inw(pm1_en_port());
+	if (sts & en & PM1_PWRBTN) {
+		outw((u16)acpi.pm1a_evt, PM1_PWRBTN);   /* acknowledge */
+		kprintf("acpi: power button\n");
+		do_poweroff();                          /* does not return */
+	}
+	/* Anything else enabled and pending: acknowledge it, or the level-
+	 * triggered SCI would fire again at once. */
+	if (sts & en)
+		outw((u16)acpi.pm1a_evt, (u16)(sts & en));
+}
+
+void acpi_sci_init(void)
+{
+	if (!acpi.pm1a_evt || acpi.pm1a_evt >= 0x10000 || acpi.pm1_evt_len < 4 ||
+	    !acpi.fixed_pwrbtn || !irq_enabled)
+		return;
+	/* The SCI is shareable, level-triggered, active low unless an
+	 * Interrupt Source Override says otherwise (ACPI 5.2.12.5). */
+	u16 flags = 0x0f;
+	int is_gsi = acpi.sci_irq >= 16;
+	for (u32 i = 0; i < nr_isos && !is_gsi; i++)
+		if (isos[i].irq == acpi.sci_irq && isos[i].flags)
+			flags = isos[i].flags;
+	irq_set_handler(VEC_SCI, sci_irq, 0);
+	int gsi = irq_route(acpi.sci_irq, is_gsi, flags, VEC_SCI);
+	if (gsi < 0) {
+		kprintf("acpi: sci irq %u has no i/o apic pin, power button off\n", acpi.sci_irq);
+		return;
+	}
+	/* A press before we were ready is stale: clear it, then enable. */
+	outw((u16)acpi.pm1a_evt, PM1_PWRBTN);
+	outw(pm1_en_port(), (u16)(inw(pm1_en_port()) | PM1_PWRBTN));
+	kprintf("acpi: power button on sci gsi %d vector 0x%x\n", gsi, VEC_SCI);
 }

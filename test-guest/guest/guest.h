@@ -68,6 +68,10 @@ struct acpi_info {
 	u64 dsdt;
 	u64 mptable;           /* MP configuration table, if used */
 	u32 pm1a_cnt;          /* I/O port, 0 if none */
+	u32 pm1a_evt;          /* I/O port of PM1a status (enable at +len/2), 0 if none */
+	u8 pm1_evt_len;        /* bytes: status and enable, half each */
+	u8 fixed_pwrbtn;       /* FADT PWR_BUTTON clear: a fixed-feature power button */
+	u16 sci_irq;           /* FADT SCI_INT (an ISA IRQ, or a GSI above 15) */
 	struct gas sleep_ctl;  /* HW-reduced ACPI sleep control register */
 	struct gas reset_reg;
 	u8 reset_val;
@@ -214,6 +218,7 @@ __attribute__((noreturn)) void exception_handler(struct trap_frame *f);
 
 /* ---- irq.c: IOAPIC, local APIC timer and EOI, interrupt waits ---- */
 #define VEC_COM1 0x24
+#define VEC_SCI 0x29               /* the ACPI SCI (ISA IRQ 9 on a PC) */
 #define VEC_VIRTIO_BASE 0x40       /* + virtio device index */
 #define VEC_TIMER 0xf0
 #define VEC_SPURIOUS 0xff
@@ -246,6 +251,9 @@ int mem_range_has_type(u64 addr, u64 len, u32 type, int any_type);
 void acpi_init(void);
 int acpi_poweroff(void);
 void acpi_reset(void);
+/* Routes the SCI and enables the fixed power button (after irq_init). */
+void acpi_sci_init(void);
+extern volatile u32 sci_irqs;
 
 /* ---- smp.c ---- */
 u32 this_apic_id(void);

@@ -29,6 +29,7 @@ void kmain(u32 kind, u64 info)
 
 	smp_boot();
 	irq_init();
+	acpi_sci_init();
 	virtio_init();
 
 	*(volatile u64 *)(u64)MAILBOX_CPUS = cpus_online;

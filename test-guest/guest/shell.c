@@ -51,6 +51,7 @@ static void cmd_help(void)
 	kprintf("net send TEXT     broadcast an Ethernet frame (type 0x88b5) with TEXT\n");
 	kprintf("net recv [MS]     wait up to MS ms (default 3000) for a frame\n");
 	kprintf("irqs              print the interrupt counts\n");
+	kprintf("ticks [N]         print tick: K every N timer ticks (default 10) until a key arrives\n");
 }
 
 static void cmd_cpus(void)
@@ -184,6 +185,40 @@ static void cmd_dirty(char *args)
 	kprintf("dirty: verify ok, %lu pages\n", span);
 }
 
+/*
+ * A heartbeat on the console: `tick: K` every N timer ticks (10 ms
+ * each), until a byte arrives on COM1 (consumed).  Waits with interrupts
+ * on (sti; hlt), so the SCI (the power button) is taken meanwhile.
+ */
+#define TICKS_DEFAULT 10
+#define TICKS_MAX 100000
+
+static int key_pressed;
+
+static int key_cond(void *arg)
+{
+	(void)arg;
+	if (!key_pressed && serial_getc() >= 0)
+		key_pressed = 1;
+	return key_pressed;
+}
+
+static void cmd_ticks(char *args)
+{
+	char *a = next_word(&args);
+	u64 n = TICKS_DEFAULT;
+	if (*a && (!parse_u64(a, 10, &n) || !n || n > TICKS_MAX)) {
+		kprintf("ticks: bad tick count '%s' (1 to %u)\n", a, TICKS_MAX);
+		return;
+	}
+	kprintf("ticks: every %lu timer ticks; press a key to stop\n", n);
+	key_pressed = 0;
+	u64 k = 0;
+	while (!irq_wait(key_cond, 0, (u32)n))
+		kprintf("tick: %lu\n", ++k);
+	kprintf("ticks: stopped after %lu\n", k);
+}
+
 static void reset_i8042(void)
 {
 	/* wait (bounded) for the input buffer to drain; absent = reads 0xff */
@@ -257,6 +292,8 @@ void shell_run_line(char *line)
 		cmd_net(rest);
 	} else if (!strcmp(cmd, "irqs")) {
 		cmd_irqs();
+	} else if (!strcmp(cmd, "ticks")) {
+		cmd_ticks(rest);
 	} else {
 		kprintf("unknown command: %s\n", cmd);
 	}

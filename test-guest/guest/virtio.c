@@ -823,6 +823,6 @@ void cmd_irqs(void)
 		else if (devs[i].device_id == ID_NET)
 			net += devs[i].irqs;
 	}
-	kprintf("irqs: blk %u net %u timer %u com1 %u other %u spurious %u\n", blk, net, timer_ticks,
-		com1_irqs, other_irqs, spurious_irqs);
+	kprintf("irqs: blk %u net %u timer %u com1 %u other %u spurious %u sci %u\n", blk, net,
+		timer_ticks, com1_irqs, other_irqs, spurious_irqs, sci_irqs);
 }

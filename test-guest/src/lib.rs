@@ -105,6 +105,19 @@ pub const VECTOR_COM1: u8 = 0x24;
 /// `VECTOR_VIRTIO_BASE + i`, in the order the `virtio` command lists them).
 pub const VECTOR_VIRTIO_BASE: u8 = 0x40;
 
+/// The vector of the ACPI SCI (the FADT's `SCI_INT`, routed through the
+/// MADT's override): the guest enables the fixed-feature power button on
+/// it when the FADT describes one, and powers off when it is pressed.
+pub const VECTOR_SCI: u8 = 0x29;
+
+/// The line the guest prints when the ACPI power button is pressed, just
+/// before it powers off through ACPI S5.
+///
+/// ```
+/// assert_eq!(kvmkit_test_guest::POWER_BUTTON_LINE, "acpi: power button");
+/// ```
+pub const POWER_BUTTON_LINE: &str = "acpi: power button";
+
 /// The local APIC timer vector (periodic, nominally every
 /// [`TIMER_TICK_MS`] ms; it bounds every `sti; hlt` wait).
 pub const VECTOR_TIMER: u8 = 0xf0;
@@ -390,6 +403,9 @@ mod tests {
         assert!(h.contains(&format!("#define VEC_COM1 {VECTOR_COM1:#x}")));
         assert!(h.contains(&format!("#define VEC_VIRTIO_BASE {VECTOR_VIRTIO_BASE:#x}")));
         assert!(h.contains(&format!("#define VEC_TIMER {VECTOR_TIMER:#x}")));
+        assert!(h.contains(&format!("#define VEC_SCI {VECTOR_SCI:#x}")));
+        let acpi = include_str!("../guest/acpi.c");
+        assert!(acpi.contains(&format!("kprintf(\"{POWER_BUTTON_LINE}\\n\");")));
         assert!(h.contains(&format!("#define IRQ_TICK_MS {TIMER_TICK_MS}")));
         assert!(v.contains(&format!("#define NET_ETHERTYPE {VIRTIO_NET_ETHERTYPE:#x}")));
         assert!(irq.contains(&format!("\"{NOIRQ_PARAM}\"")));
