@@ -4,7 +4,7 @@ use crate::{
     DiskConfig, IrqchipChoice, KernelSource, NetConfig, SerialConfig, VmmConfig, DEFAULT_CMDLINE,
     DEFAULT_MEMORY_MIB,
 };
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 /// kvmkit's reference VMM: boots Linux (bzImage, ELF vmlinux, PVH) or, by
@@ -14,8 +14,20 @@ use std::path::PathBuf;
 /// or set-up error; 2 for a command-line error; 3 when the guest
 /// triple-faults; 4 when KVM fails to run a vCPU (internal error, failed
 /// entry).
+///
+/// With `--api-socket PATH` the VMM serves QMP (the QEMU Machine Protocol)
+/// on a Unix socket: query-status, stop, cont, system_powerdown, quit,
+/// query-cpus-fast, query-kvm, calc-dirty-rate, query-dirty-rate,
+/// query-commands, query-version. `vmm-reference qmp PATH COMMAND` sends
+/// one command to it.
 #[derive(Debug, Parser)]
-#[command(name = "vmm-reference", version, about, long_about)]
+#[command(
+    name = "vmm-reference",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// Kernel to boot: a bzImage or an ELF vmlinux (its PVH entry is used when
     /// the ELF has a PVH note). Default: the built-in kvmkit test guest.
@@ -58,6 +70,46 @@ pub struct Cli {
     /// `split` (LAPICs in KVM, the IOAPIC emulated by this VMM).
     #[arg(long, value_name = "kernel|split", default_value = "kernel")]
     pub irqchip: IrqchipChoice,
+
+    /// Serve QMP (the QEMU Machine Protocol) on a Unix socket at PATH; a
+    /// stale socket there is replaced, the socket is removed on exit.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
+
+    /// A client command instead of running a VM.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The client subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Connect to a QMP socket, run one command, print its result as JSON
+    /// (on an error: the error class and description on stderr, exit 1).
+    Qmp(QmpCommand),
+}
+
+/// `vmm-reference qmp PATH COMMAND [JSON-ARGS]`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct QmpCommand {
+    /// The QMP socket (the VMM's --api-socket).
+    #[arg(value_name = "PATH")]
+    pub socket: PathBuf,
+    /// The command, e.g. query-status, stop, cont, calc-dirty-rate.
+    #[arg(value_name = "COMMAND")]
+    pub command: String,
+    /// The command's arguments as a JSON object, e.g. '{"calc-time": 1}'.
+    #[arg(value_name = "JSON-ARGS")]
+    pub arguments: Option<String>,
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    /// Run a VM.
+    Run(VmmConfig),
+    /// Send one QMP command.
+    Qmp(QmpCommand),
 }
 
 impl From<Cli> for VmmConfig {
@@ -72,6 +124,7 @@ impl From<Cli> for VmmConfig {
             disks: c.disk,
             nets: c.net,
             irqchip: c.irqchip,
+            api_socket: c.api_socket,
         }
     }
 }
@@ -91,9 +144,42 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    match parse_command_line(args)? {
+        Invocation::Run(c) => Ok(c),
+        Invocation::Qmp(_) => Err(clap::Error::raw(
+            clap::error::ErrorKind::InvalidSubcommand,
+            "the qmp subcommand does not run a VM\n",
+        )),
+    }
+}
+
+/// Parses `args` (without the program name): a VM to run, or a client
+/// subcommand.
+///
+/// ```
+/// use kvmkit_vmm_reference::{parse_command_line, Invocation};
+/// let Invocation::Qmp(q) = parse_command_line(["qmp", "/tmp/vm.sock", "stop"]).unwrap() else {
+///     panic!("a qmp command")
+/// };
+/// assert_eq!((q.command.as_str(), q.arguments), ("stop", None));
+/// let Invocation::Run(c) = parse_command_line(["--api-socket", "/tmp/vm.sock"]).unwrap() else {
+///     panic!("a VM")
+/// };
+/// assert_eq!(c.api_socket, Some("/tmp/vm.sock".into()));
+/// assert!(parse_command_line(["--vcpus", "2", "qmp", "/s", "stop"]).is_err());
+/// ```
+pub fn parse_command_line<I, T>(args: I) -> Result<Invocation, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     let argv = std::iter::once(std::ffi::OsString::from("vmm-reference"))
         .chain(args.into_iter().map(Into::into));
-    Cli::try_parse_from(argv).map(VmmConfig::from)
+    let mut cli = Cli::try_parse_from(argv)?;
+    Ok(match cli.command.take() {
+        Some(Command::Qmp(q)) => Invocation::Qmp(q),
+        None => Invocation::Run(VmmConfig::from(cli)),
+    })
 }
 
 #[cfg(test)]
@@ -126,5 +212,27 @@ mod tests {
             parse_args(Vec::<String>::new()).unwrap(),
             VmmConfig::default()
         );
+    }
+
+    #[test]
+    fn qmp_subcommand_and_api_socket() {
+        let q = parse_command_line(["qmp", "/s", "calc-dirty-rate", "{\"calc-time\": 1}"]).unwrap();
+        assert_eq!(
+            q,
+            Invocation::Qmp(QmpCommand {
+                socket: "/s".into(),
+                command: "calc-dirty-rate".into(),
+                arguments: Some("{\"calc-time\": 1}".into()),
+            })
+        );
+        assert!(parse_args(["qmp", "/s", "stop"]).is_err(), "not a VM");
+        assert!(
+            parse_command_line(["qmp", "/s"]).is_err(),
+            "COMMAND is needed"
+        );
+        assert!(parse_command_line(["qmp", "/s", "a", "b", "c"]).is_err());
+        let c = parse_args(["--api-socket", "/run/vm.sock", "--vcpus", "2"]).unwrap();
+        assert_eq!(c.api_socket, Some("/run/vm.sock".into()));
+        assert!(parse_args(["--api-socket"]).is_err());
     }
 }

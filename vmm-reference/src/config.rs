@@ -188,6 +188,8 @@ pub struct VmmConfig {
     pub nets: Vec<NetConfig>,
     /// The interrupt controller.
     pub irqchip: IrqchipChoice,
+    /// Where to serve QMP (`--api-socket`), if anywhere.
+    pub api_socket: Option<PathBuf>,
 }
 
 impl Default for VmmConfig {
@@ -202,6 +204,7 @@ impl Default for VmmConfig {
             disks: Vec::new(),
             nets: Vec::new(),
             irqchip: IrqchipChoice::Kernel,
+            api_socket: None,
         }
     }
 }

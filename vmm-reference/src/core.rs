@@ -5,10 +5,13 @@ use crate::devices::PlatformEvent;
 use crate::Result;
 use kvmkit_core::{Arch, RunVcpu, SystemEventKind};
 use kvmkit_runloop::{Buses, RunLoop, VcpuEvent, VcpuReport};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a pause request waits for every vCPU to leave `KVM_RUN`.
+pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the VM ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +74,176 @@ impl VmmExit {
 /// Set by SIGINT, SIGTERM or SIGHUP (see `vmm.rs`): the user wants out.
 pub(crate) static QUIT_SIGNAL: AtomicBool = AtomicBool::new(false);
 
+/// The machine's run state, as a control API reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    /// The vCPUs run guest code.
+    Running,
+    /// The vCPUs wait outside `KVM_RUN` until resumed.
+    Paused,
+    /// The VM ended (power-off, reset, quit); the VMM is exiting.
+    Shutdown,
+    /// KVM failed to run a vCPU; the VMM is exiting.
+    InternalError,
+}
+
+/// The run state shared between the machine loop (which writes it) and
+/// control APIs (which read it without a round trip to the loop).
+///
+/// ```
+/// use kvmkit_vmm_reference::{MachineStatus, RunStatus};
+/// let s = MachineStatus::new();
+/// assert_eq!(s.get(), RunStatus::Running);
+/// s.set(RunStatus::Paused);
+/// assert_eq!(s.get(), RunStatus::Paused);
+/// ```
+#[derive(Debug)]
+pub struct MachineStatus(AtomicU8);
+
+impl MachineStatus {
+    /// A machine about to run.
+    pub fn new() -> Self {
+        MachineStatus(AtomicU8::new(0))
+    }
+
+    /// The current state.
+    pub fn get(&self) -> RunStatus {
+        match self.0.load(Ordering::SeqCst) {
+            0 => RunStatus::Running,
+            1 => RunStatus::Paused,
+            2 => RunStatus::Shutdown,
+            _ => RunStatus::InternalError,
+        }
+    }
+
+    /// Records a new state.
+    pub fn set(&self, s: RunStatus) {
+        let v = match s {
+            RunStatus::Running => 0,
+            RunStatus::Paused => 1,
+            RunStatus::Shutdown => 2,
+            RunStatus::InternalError => 3,
+        };
+        self.0.store(v, Ordering::SeqCst);
+    }
+}
+
+impl Default for MachineStatus {
+    fn default() -> Self {
+        MachineStatus::new()
+    }
+}
+
+/// Why the VM ended, in the terms of QEMU's `ShutdownCause`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownCause {
+    /// An error prevents further use of the guest (KVM failed to run a vCPU).
+    HostError,
+    /// The control API asked the VMM to quit (QMP `quit`).
+    HostQmpQuit,
+    /// SIGINT, SIGTERM or SIGHUP.
+    HostSignal,
+    /// The user quit on the console (Ctrl-A x).
+    HostUi,
+    /// The guest powered off (ACPI S5, a KVM system event) or halted for good.
+    GuestShutdown,
+    /// The guest reset (i8042, triple fault, a KVM system event); this VMM
+    /// ends on reset, like QEMU with `-no-reboot`.
+    GuestReset,
+}
+
+impl ShutdownCause {
+    /// True when the guest asked for the end.
+    pub fn by_guest(self) -> bool {
+        matches!(
+            self,
+            ShutdownCause::GuestShutdown | ShutdownCause::GuestReset
+        )
+    }
+}
+
+/// What the machine loop tells a [`MachineObserver`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MachineEvent {
+    /// Every vCPU is paused.
+    Stopped,
+    /// The vCPUs run again.
+    Resumed,
+    /// The VM ended; the vCPUs are being stopped and the VMM exits.
+    Shutdown(ShutdownCause),
+}
+
+/// Receives [`MachineEvent`]s (a control API's event stream); called on the
+/// machine loop's thread, so it must not block.
+pub trait MachineObserver: Send + Sync {
+    /// Called once per event, in order.
+    fn machine_event(&self, event: MachineEvent);
+}
+
+/// A request from a control API to the machine loop.
+#[derive(Debug)]
+pub enum ControlRequest {
+    /// Pause every vCPU; the reply comes once all are out of `KVM_RUN`
+    /// (already paused: at once, no event).
+    Pause(Sender<std::result::Result<(), kvmkit_runloop::Error>>),
+    /// Resume the vCPUs (already running: at once, no event).
+    Resume(Sender<std::result::Result<(), kvmkit_runloop::Error>>),
+    /// End the VM ([`ShutdownCause::HostQmpQuit`]).
+    Quit,
+}
+
+/// How a control API is plugged into [`run_machine_with`]: where its
+/// requests come from, who hears about state changes, and the shared state.
+pub struct MachineControl {
+    requests: Option<Receiver<ControlRequest>>,
+    observer: Option<Arc<dyn MachineObserver>>,
+    status: Arc<MachineStatus>,
+}
+
+impl std::fmt::Debug for MachineControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineControl")
+            .field("requests", &self.requests.is_some())
+            .field("observer", &self.observer.is_some())
+            .field("status", &self.status.get())
+            .finish()
+    }
+}
+
+impl MachineControl {
+    /// No control API: nothing asks, nobody listens.
+    pub fn none() -> Self {
+        MachineControl {
+            requests: None,
+            observer: None,
+            status: Arc::new(MachineStatus::new()),
+        }
+    }
+
+    /// A control channel: returns the control for [`run_machine_with`] and
+    /// the sender for requests.
+    pub fn channel(
+        status: Arc<MachineStatus>,
+        observer: Option<Arc<dyn MachineObserver>>,
+    ) -> (Self, Sender<ControlRequest>) {
+        let (tx, rx) = channel();
+        (
+            MachineControl {
+                requests: Some(rx),
+                observer,
+                status,
+            },
+            tx,
+        )
+    }
+
+    fn notify(&self, e: MachineEvent) {
+        if let Some(o) = &self.observer {
+            o.machine_event(e);
+        }
+    }
+}
+
 /// Runs `vcpus` on `buses` until the guest or a device ends the VM
 /// (`platform` carries power-off, reset and quit requests), then stops every
 /// vCPU and returns why the VM ended with the vCPUs (for state saving).
@@ -83,11 +256,32 @@ pub fn run_machine<A: Arch, V: RunVcpu<A> + 'static>(
     buses: Arc<Buses<A>>,
     platform: Receiver<PlatformEvent>,
 ) -> Result<(VmmExit, Vec<V>)> {
+    run_machine_with(vcpus, buses, platform, MachineControl::none())
+}
+
+/// [`run_machine`] with a control API: `control`'s requests pause, resume
+/// or end the VM, its observer hears of every state change (pause, resume,
+/// the end and its [`ShutdownCause`]) and its [`MachineStatus`] follows the
+/// state.
+pub fn run_machine_with<A: Arch, V: RunVcpu<A> + 'static>(
+    vcpus: Vec<V>,
+    buses: Arc<Buses<A>>,
+    platform: Receiver<PlatformEvent>,
+    mut control: MachineControl,
+) -> Result<(VmmExit, Vec<V>)> {
     let (tx, rx) = channel::<Msg>();
     let (run_loop, reports) = RunLoop::start(vcpus, buses)?;
     forward(reports, tx.clone(), Msg::Vcpu);
+    if let Some(requests) = control.requests.take() {
+        forward(requests, tx.clone(), Msg::Control);
+    }
     forward(platform, tx, Msg::Platform);
-    let exit = wait_for_end(&rx, run_loop.live_vcpus());
+    let (exit, cause) = wait_for_end(&rx, &run_loop, &control);
+    control.status.set(match exit {
+        VmmExit::KvmFailure { .. } => RunStatus::InternalError,
+        _ => RunStatus::Shutdown,
+    });
+    control.notify(MachineEvent::Shutdown(cause));
     let vcpus = run_loop.stop().into_iter().map(|(v, _)| v).collect();
     Ok((exit, vcpus))
 }
@@ -95,6 +289,37 @@ pub fn run_machine<A: Arch, V: RunVcpu<A> + 'static>(
 enum Msg {
     Vcpu(VcpuReport),
     Platform(PlatformEvent),
+    Control(ControlRequest),
+}
+
+/// Pauses (`pause`) or resumes the vCPUs for a control request; a request
+/// that finds the machine already there changes nothing and reports nothing.
+fn pause_or_resume<A: Arch, V: RunVcpu<A> + 'static>(
+    run_loop: &RunLoop<A, V>,
+    control: &MachineControl,
+    pause: bool,
+) -> std::result::Result<(), kvmkit_runloop::Error> {
+    let now = control.status.get();
+    if pause {
+        if now != RunStatus::Running {
+            return Ok(());
+        }
+        if let Err(e) = run_loop.pause(PAUSE_TIMEOUT) {
+            // Leave the machine as it was: running.
+            let _ = run_loop.resume();
+            return Err(e);
+        }
+        control.status.set(RunStatus::Paused);
+        control.notify(MachineEvent::Stopped);
+    } else {
+        if now != RunStatus::Paused {
+            return Ok(());
+        }
+        run_loop.resume()?;
+        control.status.set(RunStatus::Running);
+        control.notify(MachineEvent::Resumed);
+    }
+    Ok(())
 }
 
 fn forward<T: Send + 'static>(rx: Receiver<T>, tx: Sender<Msg>, wrap: fn(T) -> Msg) {
@@ -107,32 +332,64 @@ fn forward<T: Send + 'static>(rx: Receiver<T>, tx: Sender<Msg>, wrap: fn(T) -> M
     });
 }
 
-fn wait_for_end(rx: &Receiver<Msg>, mut live: usize) -> VmmExit {
+/// Waits for the VM's end, serving control requests meanwhile; returns the
+/// end and its cause.
+fn wait_for_end<A: Arch, V: RunVcpu<A> + 'static>(
+    rx: &Receiver<Msg>,
+    run_loop: &RunLoop<A, V>,
+    control: &MachineControl,
+) -> (VmmExit, ShutdownCause) {
     // KVMKIT_DEBUG=1 reports what the guest touched that no device claims.
     let debug = std::env::var("KVMKIT_DEBUG").is_ok_and(|v| v == "1");
+    let mut live = run_loop.live_vcpus();
     loop {
         if QUIT_SIGNAL.load(Ordering::SeqCst) {
-            return VmmExit::Quit;
+            return (VmmExit::Quit, ShutdownCause::HostSignal);
         }
         let msg = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return VmmExit::Quit,
+            Err(RecvTimeoutError::Disconnected) => {
+                return (VmmExit::Quit, ShutdownCause::HostError)
+            }
         };
         match msg {
-            Msg::Platform(PlatformEvent::Quit) => return VmmExit::Quit,
-            Msg::Platform(PlatformEvent::PowerOff) => return VmmExit::PowerOff,
-            Msg::Platform(PlatformEvent::Reset) => return VmmExit::Reset,
+            Msg::Platform(PlatformEvent::Quit) => return (VmmExit::Quit, ShutdownCause::HostUi),
+            Msg::Platform(PlatformEvent::PowerOff) => {
+                return (VmmExit::PowerOff, ShutdownCause::GuestShutdown)
+            }
+            Msg::Platform(PlatformEvent::Reset) => {
+                return (VmmExit::Reset, ShutdownCause::GuestReset)
+            }
+            Msg::Control(ControlRequest::Quit) => {
+                return (VmmExit::Quit, ShutdownCause::HostQmpQuit)
+            }
+            Msg::Control(ControlRequest::Pause(reply)) => {
+                // The requester may have given up waiting: nothing to tell.
+                let _ = reply.send(pause_or_resume(run_loop, control, true));
+            }
+            Msg::Control(ControlRequest::Resume(reply)) => {
+                let _ = reply.send(pause_or_resume(run_loop, control, false));
+            }
             Msg::Vcpu(r) => {
                 let vcpu = r.vcpu.0;
                 let pc = r.pc;
-                let fail = |what: String| VmmExit::KvmFailure { vcpu, pc, what };
+                let fail = |what: String| {
+                    (
+                        VmmExit::KvmFailure { vcpu, pc, what },
+                        ShutdownCause::HostError,
+                    )
+                };
                 match r.event {
-                    VcpuEvent::Shutdown => return VmmExit::TripleFault { vcpu, pc },
+                    VcpuEvent::Shutdown => {
+                        return (VmmExit::TripleFault { vcpu, pc }, ShutdownCause::GuestReset)
+                    }
                     VcpuEvent::SystemEvent { kind, .. } => {
                         return match kind {
-                            SystemEventKind::Reset => VmmExit::Reset,
-                            SystemEventKind::Shutdown => VmmExit::PowerOff,
+                            SystemEventKind::Reset => (VmmExit::Reset, ShutdownCause::GuestReset),
+                            SystemEventKind::Shutdown => {
+                                (VmmExit::PowerOff, ShutdownCause::GuestShutdown)
+                            }
                             k => fail(format!("system event {k:?}")),
                         }
                     }
@@ -152,7 +409,7 @@ fn wait_for_end(rx: &Receiver<Msg>, mut live: usize) -> VmmExit {
                     VcpuEvent::Halted => {
                         live = live.saturating_sub(1);
                         if live == 0 {
-                            return VmmExit::Halted;
+                            return (VmmExit::Halted, ShutdownCause::GuestShutdown);
                         }
                     }
                     _ => {}

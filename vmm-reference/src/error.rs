@@ -137,6 +137,9 @@ pub enum Error {
     /// A virtio device could not be created (bad disk image, tap…).
     #[error(transparent)]
     Virtio(#[from] kvmkit_virtio::Error),
+    /// The QMP control socket could not be set up.
+    #[error(transparent)]
+    Qmp(#[from] crate::qmp::Error),
     /// Creating an eventfd or irqfd failed.
     #[error("cannot set up the interrupt of {device}: {source}")]
     Interrupt {

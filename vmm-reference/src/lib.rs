@@ -6,11 +6,16 @@ mod core;
 pub mod devices;
 mod error;
 pub mod kernel;
+mod machine;
+pub mod qmp;
 pub mod terminal;
 mod vmm;
 
-pub use crate::core::{run_machine, VmmExit};
-pub use cli::{parse_args, Cli};
+pub use crate::core::{
+    run_machine, run_machine_with, ControlRequest, MachineControl, MachineEvent, MachineObserver,
+    MachineStatus, RunStatus, ShutdownCause, VmmExit, PAUSE_TIMEOUT,
+};
+pub use cli::{parse_args, parse_command_line, Cli, Invocation, QmpCommand};
 pub use config::{
     DiskConfig, IrqchipChoice, KernelSource, NetConfig, SerialConfig, VmmConfig, DEFAULT_CMDLINE,
     DEFAULT_MEMORY_MIB,

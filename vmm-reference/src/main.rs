@@ -1,12 +1,37 @@
 //! `vmm-reference`: parse the command line, build the VM, run it, map the end
 //! to an exit status. All logic is in the library.
 
-use kvmkit_vmm_reference::{parse_args, Vmm, PC_NAME};
+use kvmkit_vmm_reference::{parse_command_line, qmp, Invocation, QmpCommand, Vmm, PC_NAME};
 use std::process::ExitCode;
 
+/// `vmm-reference qmp PATH COMMAND [JSON-ARGS]`: 0 and the result on
+/// stdout, 1 and the error on stderr, 2 for arguments that are not a JSON
+/// object.
+fn qmp_client(q: &QmpCommand) -> ExitCode {
+    let arguments = match q.arguments.as_deref().map(qmp::parse_arguments).transpose() {
+        Ok(a) => a,
+        Err(m) => {
+            eprintln!("vmm-reference: {m}");
+            return ExitCode::from(2);
+        }
+    };
+    match qmp::execute(&q.socket, &q.command, arguments) {
+        Ok(v) => {
+            let text = serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string());
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vmm-reference: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let config = match parse_args(std::env::args_os().skip(1)) {
-        Ok(c) => c,
+    let config = match parse_command_line(std::env::args_os().skip(1)) {
+        Ok(Invocation::Run(c)) => c,
+        Ok(Invocation::Qmp(q)) => return qmp_client(&q),
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {

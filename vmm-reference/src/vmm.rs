@@ -1,11 +1,15 @@
 //! The composition: memory, kernel, boot data, devices and vCPUs of one VM,
 //! and the loop that runs it to its end.
 
-use crate::core::{run_machine, VmmExit, QUIT_SIGNAL};
+use crate::core::{
+    run_machine_with, MachineControl, MachineObserver, MachineStatus, VmmExit, QUIT_SIGNAL,
+};
 use crate::devices::{
     AcpiPm, Cmos, EventFdTrigger, EventSink, I8042Port, PlatformEvent, SerialPort,
 };
 use crate::kernel::{load_initramfs, load_kernel, BootEntry, HIMEM_START};
+use crate::machine::{GsiLine, ThreadTracked, VmmMachine};
+use crate::qmp::{Dispatcher, EventBus, QmpServer};
 use crate::{
     terminal, Error, HostArch, IrqchipChoice, KernelSource, Result, SerialConfig, VmmConfig,
 };
@@ -13,7 +17,7 @@ use kvm_ioctls::IoEventAddress;
 use kvmkit_arch_x86_64::{
     e820_map, write_acpi_tables, write_linux_boot_params, write_mptable, write_pvh_start_info,
     AcpiConfig, BootSetup, CpuidPolicy, IrqchipMode, LinuxBoot, PmRegisters, PortIoBus, PvhBoot,
-    ResetRegister, SplitIrqchip, VcpuConfig, VmConfig, X86Io, BIOS_SIZE, BIOS_START,
+    ResetRegister, SplitIrqchip, VcpuConfig, VmConfig, X86Io, ACPI_SCI_IRQ, BIOS_SIZE, BIOS_START,
     BOOT_STACK_TOP, CMDLINE_ADDR, CMDLINE_MAX_SIZE, IOAPIC_ADDR, IOAPIC_PINS, IOAPIC_SIZE,
     MPTABLE_START,
 };
@@ -24,7 +28,7 @@ use kvmkit_runloop::{Buses, MmioBus};
 use kvmkit_virtio::{Block, MmioTransport, Net, Tap, VirtioDevice, Worker, MMIO_LEN};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,6 +88,12 @@ pub struct Vmm {
     sink: Arc<EventSink>,
     _irqs: Vec<EventFd>,
     workers: Vec<Worker>,
+    /// The host thread of each vCPU, recorded when it first runs.
+    tids: Vec<Arc<AtomicI64>>,
+    /// How the machine loop is controlled (by the QMP server, if any).
+    control: MachineControl,
+    /// The QMP server on `--api-socket`.
+    qmp: Option<QmpServer>,
 }
 
 /// A virtio device's backend, opened before the VM is built.
@@ -424,12 +434,17 @@ impl Vmm {
             Arc::new(Mutex::new(Cmos::new(below_4g, above_4g))),
         )
         .map_err(device_err("CMOS RTC", 0x70))?;
-        pio.register(
-            AcpiPm::EVT_PORT,
-            AcpiPm::LEN,
-            Arc::new(Mutex::new(AcpiPm::new(sink.clone()))),
-        )
-        .map_err(device_err("ACPI PM", u64::from(AcpiPm::EVT_PORT)))?;
+        // The PM block raises the SCI on GSI 9 (level, active high, as the
+        // MADT's override says) for the power button.
+        let power = Arc::new(Mutex::new(AcpiPm::with_sci(
+            sink.clone(),
+            GsiLine {
+                irq: irq_ctl.clone(),
+                gsi: u32::from(ACPI_SCI_IRQ),
+            },
+        )));
+        pio.register(AcpiPm::EVT_PORT, AcpiPm::LEN, power.clone())
+            .map_err(device_err("ACPI PM", u64::from(AcpiPm::EVT_PORT)))?;
         let mut mmio = MmioBus::new();
         let arch_io = match split {
             None => X86Io::new(pio),
@@ -468,6 +483,29 @@ impl Vmm {
         // wait-for-SIPI until the guest starts them through its LAPIC.
         vcpus[0].setup_boot(mem.as_ref(), &boot)?;
 
+        // The control socket: bound now, so that a bad path is a set-up
+        // error; it accepts connections once the VM runs.
+        let tids: Vec<Arc<AtomicI64>> = vcpus.iter().map(|_| Arc::new(AtomicI64::new(0))).collect();
+        let (control, qmp) = match &config.api_socket {
+            None => (MachineControl::none(), None),
+            Some(path) => {
+                let status = Arc::new(MachineStatus::new());
+                let events = Arc::new(EventBus::new());
+                let observer: Arc<dyn MachineObserver> = events.clone();
+                let (control, requests) = MachineControl::channel(status.clone(), Some(observer));
+                let machine = VmmMachine {
+                    requests,
+                    status,
+                    power,
+                    tids: tids.clone(),
+                    memory: mem.clone(),
+                    target: "x86_64",
+                };
+                let dispatcher = Arc::new(Dispatcher::new(Arc::new(machine), events));
+                (control, Some(QmpServer::bind(path, dispatcher)?))
+            }
+        };
+
         Ok(Vmm {
             vm,
             memory,
@@ -479,6 +517,9 @@ impl Vmm {
             sink,
             _irqs: irqs,
             workers,
+            tids,
+            control,
+            qmp,
         })
     }
 
@@ -494,8 +535,11 @@ impl Vmm {
 
     /// Runs the VM until the guest powers off, resets or fails, or the user
     /// quits; the terminal is restored whatever happens.
-    pub fn run(self) -> Result<VmmExit> {
+    pub fn run(mut self) -> Result<VmmExit> {
         install_quit_signals();
+        if let Some(q) = &mut self.qmp {
+            q.start()?;
+        }
         let raw = if self.stdio {
             terminal::RawMode::enter().ok().flatten()
         } else {
@@ -504,7 +548,22 @@ impl Vmm {
         if self.stdio {
             spawn_input(self.serial.clone(), self.sink.clone(), raw.is_some());
         }
-        let (exit, vcpus) = run_machine(self.vcpus, self.buses.clone(), self.platform)?;
+        let vcpus: Vec<ThreadTracked<Vcpu<HostArch>>> = self
+            .vcpus
+            .into_iter()
+            .zip(&self.tids)
+            .map(|(vcpu, tid)| ThreadTracked {
+                vcpu,
+                tid: tid.clone(),
+            })
+            .collect();
+        let (exit, vcpus) =
+            run_machine_with(vcpus, self.buses.clone(), self.platform, self.control)?;
+        let vcpus: Vec<Vcpu<HostArch>> = vcpus.into_iter().map(|t| t.vcpu).collect();
+        // QMP clients get the SHUTDOWN event before the connections close.
+        if let Some(mut q) = self.qmp.take() {
+            q.shutdown();
+        }
         for w in self.workers {
             // A worker that failed to stop cleanly has nothing left to lose.
             let _ = w.stop();

@@ -10,10 +10,14 @@ use kvmkit_arch_x86_64::{PortIoBus, X86_64};
 use kvmkit_core::{Arch, ScriptedVcpu, VcpuId};
 use kvmkit_runloop::{Buses, MmioBus};
 use kvmkit_vmm_reference::devices::PlatformEvent;
-use kvmkit_vmm_reference::{run_machine, VmmExit};
+use kvmkit_vmm_reference::{
+    run_machine, run_machine_with, ControlRequest, MachineControl, MachineEvent, MachineObserver,
+    MachineStatus, RunStatus, ShutdownCause, VmmExit,
+};
 use std::collections::BTreeMap;
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use vm_device::bus::{MmioAddress, MmioAddressOffset};
 use vm_device::MutDeviceMmio;
 
@@ -138,4 +142,113 @@ fn the_generic_core_runs_s390x() {
         big_endian: true,
     };
     run_on::<S390x>(layout, S390Io::new());
+}
+
+/// Forwards the machine loop's events to a channel.
+struct Events(Mutex<Sender<MachineEvent>>);
+
+impl MachineObserver for Events {
+    fn machine_event(&self, e: MachineEvent) {
+        let _ = self.0.lock().unwrap().send(e);
+    }
+}
+
+/// Starts the generic core with a control channel on one scripted x86
+/// vCPU that reads the device once, then idles until stopped.
+#[allow(clippy::type_complexity)]
+fn controlled() -> (
+    Sender<ControlRequest>,
+    Receiver<MachineEvent>,
+    Arc<MachineStatus>,
+    Sender<PlatformEvent>,
+    std::thread::JoinHandle<VmmExit>,
+    Arc<Mutex<u32>>,
+) {
+    let layout = Layout {
+        facts: kvmkit_arch_x86_64::uapi_facts(),
+        big_endian: false,
+    };
+    let reads = Arc::new(Mutex::new(0));
+    let mut mmio = MmioBus::new();
+    mmio.register(DEVICE, 0x1000, Arc::new(Mutex::new(Reg(reads.clone()))))
+        .unwrap();
+    let buses = Arc::new(Buses::<X86_64>::new(mmio, PortIoBus::new().into()));
+    let vcpu = ScriptedVcpu::<X86_64>::new(VcpuId(0), vec![layout.mmio_read()]);
+    let (etx, erx) = channel();
+    let status = Arc::new(MachineStatus::new());
+    let observer: Arc<dyn MachineObserver> = Arc::new(Events(Mutex::new(etx)));
+    let (control, requests) = MachineControl::channel(status.clone(), Some(observer));
+    let (ptx, platform) = channel::<PlatformEvent>();
+    let h = std::thread::spawn(move || {
+        run_machine_with(vec![vcpu], buses, platform, control)
+            .unwrap()
+            .0
+    });
+    (requests, erx, status, ptx, h, reads)
+}
+
+fn ask(
+    requests: &Sender<ControlRequest>,
+    make: fn(Sender<Result<(), kvmkit_runloop::Error>>) -> ControlRequest,
+) {
+    let (tx, rx) = channel();
+    requests.send(make(tx)).unwrap();
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the machine loop answers")
+        .expect("the request succeeds");
+}
+
+#[test]
+fn the_generic_core_pauses_resumes_and_quits_on_request() {
+    let (requests, events, status, _platform, h, reads) = controlled();
+    assert_eq!(status.get(), RunStatus::Running);
+    ask(&requests, ControlRequest::Pause);
+    assert_eq!(status.get(), RunStatus::Paused);
+    assert_eq!(events.recv().unwrap(), MachineEvent::Stopped);
+    // Pausing a paused machine: nothing happens, nothing is reported.
+    ask(&requests, ControlRequest::Pause);
+    ask(&requests, ControlRequest::Resume);
+    assert_eq!(status.get(), RunStatus::Running);
+    assert_eq!(events.recv().unwrap(), MachineEvent::Resumed);
+    ask(&requests, ControlRequest::Resume);
+    requests.send(ControlRequest::Quit).unwrap();
+    assert_eq!(h.join().unwrap(), VmmExit::Quit);
+    assert_eq!(
+        events.recv().unwrap(),
+        MachineEvent::Shutdown(ShutdownCause::HostQmpQuit)
+    );
+    assert!(events.try_recv().is_err(), "no other event");
+    assert_eq!(status.get(), RunStatus::Shutdown);
+    assert_eq!(*reads.lock().unwrap(), 1, "the vCPU ran its script");
+}
+
+#[test]
+fn the_generic_core_reports_why_it_ended() {
+    for (event, exit, cause) in [
+        (
+            PlatformEvent::PowerOff,
+            VmmExit::PowerOff,
+            ShutdownCause::GuestShutdown,
+        ),
+        (
+            PlatformEvent::Reset,
+            VmmExit::Reset,
+            ShutdownCause::GuestReset,
+        ),
+        (PlatformEvent::Quit, VmmExit::Quit, ShutdownCause::HostUi),
+    ] {
+        let (requests, events, status, platform, h, _) = controlled();
+        // The end comes while paused: the paused vCPU is stopped too.
+        ask(&requests, ControlRequest::Pause);
+        assert_eq!(events.recv().unwrap(), MachineEvent::Stopped);
+        platform.send(event).unwrap();
+        assert_eq!(h.join().unwrap(), exit);
+        assert_eq!(events.recv().unwrap(), MachineEvent::Shutdown(cause));
+        assert_eq!(status.get(), RunStatus::Shutdown);
+        assert_eq!(cause.by_guest(), event != PlatformEvent::Quit);
+        // A request after the end gets no answer (and no wait).
+        let (tx, rx) = channel();
+        let _ = requests.send(ControlRequest::Pause(tx));
+        assert!(rx.recv_timeout(Duration::from_secs(60)).is_err());
+    }
 }

@@ -1,15 +1,61 @@
-//! ACPI PM1a event and control registers: the guest's ACPI power-off path.
+//! ACPI PM1a event and control registers: the guest's ACPI power-off path
+//! and the fixed-feature power button.
 
 use super::{EventSink, PlatformEvent};
 use std::sync::Arc;
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
 
+/// A level-triggered interrupt line (the ACPI SCI): the device sets its
+/// level, the VMM decides how it reaches the guest (`KVM_IRQ_LINE`, a
+/// userspace IOAPIC pin).
+pub trait LevelIrq: Send {
+    /// Drives the line high (`true`) or low.
+    fn set_level(&self, level: bool);
+}
+
+/// A line that goes nowhere, for a PM block without an SCI.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoIrq;
+
+impl LevelIrq for NoIrq {
+    fn set_level(&self, _: bool) {}
+}
+
 /// PM1a_EVT_BLK (4 bytes: status, enable) followed by PM1a_CNT_BLK (2 bytes),
 /// as the FADT describes them. Writing SLP_EN with the S5 sleep type powers off.
+///
+/// The power button is ACPI's fixed-feature button:
+/// [`AcpiPm::press_power_button`] sets `PWRBTN_STS` (bit 8 of the status
+/// register); while `PWRBTN_EN` (bit 8 of the enable register) and `SCI_EN`
+/// are set, a set status bit holds the SCI high until the guest clears it
+/// (status bits are write-one-to-clear).
+///
+/// ```
+/// use kvmkit_vmm_reference::devices::{AcpiPm, EventSink, LevelIrq};
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::{mpsc::channel, Arc};
+/// use vm_device::{bus::PioAddress, MutDevicePio};
+///
+/// struct Line(Arc<AtomicBool>);
+/// impl LevelIrq for Line {
+///     fn set_level(&self, l: bool) { self.0.store(l, Ordering::SeqCst) }
+/// }
+/// let sci = Arc::new(AtomicBool::new(false));
+/// let (tx, _rx) = channel();
+/// let mut pm = AcpiPm::with_sci(Arc::new(EventSink::new(tx)), Line(sci.clone()));
+/// let base = PioAddress(AcpiPm::EVT_PORT);
+/// pm.pio_write(base, 2, &AcpiPm::PWRBTN.to_le_bytes()); // PWRBTN_EN
+/// pm.press_power_button();
+/// assert!(sci.load(Ordering::SeqCst));
+/// pm.pio_write(base, 0, &AcpiPm::PWRBTN.to_le_bytes()); // clear PWRBTN_STS
+/// assert!(!sci.load(Ordering::SeqCst));
+/// ```
 #[derive(Debug)]
-pub struct AcpiPm {
+pub struct AcpiPm<L: LevelIrq = NoIrq> {
     sink: Arc<EventSink>,
+    sci: L,
+    sci_level: bool,
     status: u16,
     enable: u16,
     control: u16,
@@ -18,8 +64,12 @@ pub struct AcpiPm {
 const SLP_EN: u16 = 1 << 13;
 const SLP_TYP_SHIFT: u16 = 10;
 const SCI_EN: u16 = 1;
+const PWRBTN: u16 = 1 << 8;
+const S5_TYPE: u8 = 5;
+/// The fixed events this block implements (only the power button).
+const FIXED_EVENTS: u16 = PWRBTN;
 
-impl AcpiPm {
+impl AcpiPm<NoIrq> {
     /// PM1a_EVT_BLK port.
     pub const EVT_PORT: u16 = 0x600;
     /// PM1a_CNT_BLK port.
@@ -27,15 +77,49 @@ impl AcpiPm {
     /// The ports used, from `EVT_PORT`.
     pub const LEN: u16 = 6;
     /// The SLP_TYP value of S5 in this VMM's `\_S5_` package.
-    pub const S5_TYPE: u8 = 5;
+    pub const S5_TYPE: u8 = S5_TYPE;
+    /// `PWRBTN_STS` / `PWRBTN_EN`: bit 8 of the PM1 status and enable registers.
+    pub const PWRBTN: u16 = PWRBTN;
 
-    /// Registers reporting to `sink`; ACPI mode is on from the start (SMI_CMD = 0).
+    /// Registers reporting to `sink`, without an SCI; ACPI mode is on from
+    /// the start (SMI_CMD = 0).
     pub fn new(sink: Arc<EventSink>) -> Self {
+        AcpiPm::with_sci(sink, NoIrq)
+    }
+}
+
+impl<L: LevelIrq> AcpiPm<L> {
+    /// Registers reporting to `sink` and raising `sci`; ACPI mode is on from
+    /// the start (SMI_CMD = 0).
+    pub fn with_sci(sink: Arc<EventSink>, sci: L) -> Self {
         AcpiPm {
             sink,
+            sci,
+            sci_level: false,
             status: 0,
             enable: 0,
             control: SCI_EN,
+        }
+    }
+
+    /// The power button was pressed (QMP `system_powerdown`): sets
+    /// `PWRBTN_STS`, which raises the SCI if the guest enabled the event.
+    /// A guest that never enabled it sees nothing happen.
+    pub fn press_power_button(&mut self) {
+        self.status |= PWRBTN;
+        self.update_sci();
+    }
+
+    /// The PM1 status register (`PM1a_STS`).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    fn update_sci(&mut self) {
+        let level = self.control & SCI_EN != 0 && self.status & self.enable & FIXED_EVENTS != 0;
+        if level != self.sci_level {
+            self.sci_level = level;
+            self.sci.set_level(level);
         }
     }
 
@@ -49,7 +133,7 @@ impl AcpiPm {
     }
 }
 
-impl MutDevicePio for AcpiPm {
+impl<L: LevelIrq> MutDevicePio for AcpiPm<L> {
     fn pio_read(&mut self, _: PioAddress, offset: PioAddressOffset, data: &mut [u8]) {
         let v = self.reg(offset & !1).map_or(0, |r| *r);
         let bytes = v.to_le_bytes();
@@ -71,12 +155,13 @@ impl MutDevicePio for AcpiPm {
             4 => {
                 self.control = (value & !SLP_EN) | SCI_EN;
                 let typ = (value >> SLP_TYP_SHIFT) & 7;
-                if value & SLP_EN != 0 && typ == u16::from(Self::S5_TYPE) {
+                if value & SLP_EN != 0 && typ == u16::from(S5_TYPE) {
                     self.sink.send(PlatformEvent::PowerOff);
                 }
             }
             _ => {}
         }
+        self.update_sci();
     }
 }
 
@@ -84,6 +169,7 @@ impl MutDevicePio for AcpiPm {
 mod tests {
     use super::*;
     use std::sync::mpsc::channel;
+    use std::sync::Mutex;
 
     #[test]
     fn s5_powers_off_other_states_do_not() {
@@ -102,5 +188,66 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap(), PlatformEvent::PowerOff);
         pm.pio_read(base, 5, &mut b[..1]);
         pm.pio_write(base, 9, &[1]);
+    }
+
+    /// Records every level change.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<bool>>>);
+    impl LevelIrq for Recorder {
+        fn set_level(&self, l: bool) {
+            self.0.lock().unwrap().push(l);
+        }
+    }
+
+    #[test]
+    fn power_button_raises_the_sci_only_when_enabled() {
+        let (tx, _rx) = channel();
+        let rec = Recorder::default();
+        let mut pm = AcpiPm::with_sci(Arc::new(EventSink::new(tx)), rec.clone());
+        let base = PioAddress(AcpiPm::EVT_PORT);
+        let pwrbtn = AcpiPm::PWRBTN;
+        // Not enabled: the status bit is set, the line stays low.
+        pm.press_power_button();
+        assert_eq!(pm.status(), pwrbtn);
+        assert!(rec.0.lock().unwrap().is_empty());
+        let mut b = [0u8; 2];
+        pm.pio_read(base, 0, &mut b);
+        assert_eq!(u16::from_le_bytes(b), pwrbtn, "the guest sees PWRBTN_STS");
+        // Enabling with the status pending raises the SCI at once.
+        pm.pio_write(base, 2, &pwrbtn.to_le_bytes());
+        assert_eq!(*rec.0.lock().unwrap(), [true]);
+        // A second press while pending changes nothing on the line.
+        pm.press_power_button();
+        assert_eq!(*rec.0.lock().unwrap(), [true]);
+        // Writing a zero leaves the status; writing the bit clears it.
+        pm.pio_write(base, 0, &0u16.to_le_bytes());
+        assert_eq!(pm.status(), pwrbtn);
+        pm.pio_write(base, 0, &pwrbtn.to_le_bytes());
+        assert_eq!(pm.status(), 0);
+        assert_eq!(*rec.0.lock().unwrap(), [true, false]);
+        // Enabled from the start: a press raises, disabling lowers.
+        pm.press_power_button();
+        assert_eq!(*rec.0.lock().unwrap(), [true, false, true]);
+        pm.pio_write(base, 2, &0u16.to_le_bytes());
+        assert_eq!(*rec.0.lock().unwrap(), [true, false, true, false]);
+        // A byte write to the enable register's high byte is not a word.
+        pm.pio_write(base, 2, &[0x00]);
+        pm.pio_read(base, 3, &mut b[..1]);
+        assert_eq!(b[0], 0);
+    }
+
+    #[test]
+    fn sci_en_cannot_be_cleared() {
+        let (tx, _rx) = channel();
+        let rec = Recorder::default();
+        let mut pm = AcpiPm::with_sci(Arc::new(EventSink::new(tx)), rec.clone());
+        let base = PioAddress(AcpiPm::EVT_PORT);
+        pm.pio_write(base, 4, &0u16.to_le_bytes());
+        let mut b = [0u8; 2];
+        pm.pio_read(base, 4, &mut b);
+        assert_eq!(u16::from_le_bytes(b) & SCI_EN, SCI_EN);
+        pm.pio_write(base, 2, &AcpiPm::PWRBTN.to_le_bytes());
+        pm.press_power_button();
+        assert_eq!(*rec.0.lock().unwrap(), [true]);
     }
 }

@@ -9,7 +9,7 @@ mod cmos;
 mod i8042;
 mod serial;
 
-pub use acpi_pm::AcpiPm;
+pub use acpi_pm::{AcpiPm, LevelIrq, NoIrq};
 pub use cmos::Cmos;
 pub use cmos::HostClock;
 pub use i8042::I8042Port;

@@ -102,6 +102,21 @@ impl Vmm {
         }
     }
 
+    /// Collects the console lines that arrive within `d` (a quiet window:
+    /// waits the whole time).
+    pub fn lines_for(&mut self, d: Duration) -> Vec<String> {
+        let deadline = Instant::now() + d;
+        let mut got = Vec::new();
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(l.clone());
+            got.push(l);
+        }
+        got
+    }
+
     pub fn send(&mut self, text: &str) {
         let s = self.stdin.as_mut().expect("stdin");
         s.write_all(text.as_bytes())
