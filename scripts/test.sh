@@ -4,6 +4,9 @@
 #   ./scripts/test.sh                       fmt, clippy, all tests under coverage, coverage floor
 #   KVMKIT_NO_COVERAGE=1 ./scripts/test.sh  fmt, clippy, plain `cargo test` (quick local run)
 #
+# Both end with the QMP test against QEMU's own Python client (qemu.qmp from
+# PyPI, in a virtualenv under target/): tests/qmp/test_qmp.py.
+#
 # KVM tests need /dev/kvm: KVMKIT_REQUIRE_KVM defaults to 1 here, so a missing
 # /dev/kvm fails the run instead of skipping the tests. Set it to 0 to skip.
 #
@@ -14,7 +17,11 @@ set -euo pipefail
 # Debian packages the tests need, installed with apt-get when missing.
 # A change that makes a test need a tool adds its package here, e.g.
 #   APT_PACKAGES=(acpica-tools qemu-system-x86)
-APT_PACKAGES=(acpica-tools busybox-static e2fsprogs device-tree-compiler gcc-powerpc64le-linux-gnu gcc-s390x-linux-gnu linux-libc-dev-ppc64el-cross linux-libc-dev-s390x-cross)
+APT_PACKAGES=(acpica-tools busybox-static e2fsprogs device-tree-compiler gcc-powerpc64le-linux-gnu gcc-s390x-linux-gnu linux-libc-dev-ppc64el-cross linux-libc-dev-s390x-cross python3-venv)
+
+# QEMU's QMP client library, for tests/qmp/test_qmp.py; pinned, installed into
+# a virtualenv under the target directory when missing.
+QEMU_QMP_VERSION="0.0.6"
 
 # cargo-tarpaulin measures coverage (STYLE.md section 7); installed when missing.
 # Pinned so that CI on a new machine measures with the same tool.
@@ -127,6 +134,18 @@ fi
 # run here, uninstrumented, on the stable toolchain. They are cheap.
 step "doctests (cargo test --doc)"
 cargo test --workspace --doc "${FEATURES[@]}" --color "$COLOR" 2>&1 | tee -a "$LOG"
+
+# The QMP socket driven by QEMU's own client library (qemu.qmp), against the
+# built VMM and the test guest. Needs /dev/kvm (KVMKIT_REQUIRE_KVM applies).
+step "QMP with qemu.qmp (tests/qmp/test_qmp.py)"
+QMP_VENV="$TARGET_DIR/qmp-venv"
+[[ -x "$QMP_VENV/bin/python" ]] || python3 -m venv "$QMP_VENV"
+if ! "$QMP_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('qemu.qmp') != '$QEMU_QMP_VERSION')" 2>/dev/null; then
+    echo "installing qemu.qmp $QEMU_QMP_VERSION into $QMP_VENV"
+    "$QMP_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "qemu.qmp==$QEMU_QMP_VERSION"
+fi
+cargo build -p kvmkit-vmm-reference --bin vmm-reference --color "$COLOR"
+"$QMP_VENV/bin/python" tests/qmp/test_qmp.py --vmm "$TARGET_DIR/debug/vmm-reference" 2>&1 | tee -a "$LOG"
 
 # Totals over every `test result:` line of the runs above.
 read -r PASSED FAILED IGNORED < <(
