@@ -2,15 +2,15 @@
 //! restore checks before it writes anything.
 
 use crate::uapi::{CAP_PPC_ALLOC_HTAB, CAP_PPC_HTAB_FD, KVM_API_VERSION, ONE_REG_IDS};
-use crate::{PpcVcpuState, PpcVmState};
-use kvmkit_core::{Capability, CapabilityValue};
+use crate::{Ppc64, PpcVcpuState, PpcVmState};
+use kvmkit_core::{Capability, CapabilityValue, HeaderMismatch, ProfileHeader};
 use serde::{Deserialize, Serialize};
 
 /// The format version of [`PpcAbiProfile`]; a check refuses any other.
 ///
 /// ```
 /// use kvmkit_arch_powerpc::{PpcAbiProfile, PpcVmState, PROFILE_VERSION};
-/// assert_eq!(PpcAbiProfile::of_state(&PpcVmState::default(), &[]).version, PROFILE_VERSION);
+/// assert_eq!(PpcAbiProfile::of_state(&PpcVmState::default(), &[]).header.version, PROFILE_VERSION);
 /// ```
 pub const PROFILE_VERSION: u32 = 1;
 
@@ -66,30 +66,11 @@ pub fn one_reg_name(id: u64) -> String {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProfileMismatch {
-    /// The profile has another format version.
-    #[error("profile format version {saved}, this build reads version {supported}")]
-    Version {
-        /// The saved profile's version.
-        saved: u32,
-        /// [`PROFILE_VERSION`].
-        supported: u32,
-    },
-    /// The state is for another architecture.
-    #[error("architecture: the state is for {saved}, this host is {host}")]
-    Arch {
-        /// The state's.
-        saved: String,
-        /// This host's.
-        host: String,
-    },
-    /// Another KVM API version.
-    #[error("KVM API version: the state needs {saved}, this host has {host}")]
-    ApiVersion {
-        /// The state's.
-        saved: i32,
-        /// This host's.
-        host: i32,
-    },
+    /// The profile's header does not fit: another format version,
+    /// architecture or KVM API version, or a capability the state relies on
+    /// is absent or too small.
+    #[error(transparent)]
+    Header(#[from] HeaderMismatch),
     /// The state's register bytes are in the other byte order.
     #[error(
         "byte order: the state was saved on a {saved}-endian host, this host is {host}-endian"
@@ -99,18 +80,6 @@ pub enum ProfileMismatch {
         saved: &'static str,
         /// `big` or `little`.
         host: &'static str,
-    },
-    /// A capability the state relies on is absent or too small.
-    #[error("{name} ({number}): the state needs {saved}, this host has {host}")]
-    Capability {
-        /// The capability.
-        name: String,
-        /// Its number.
-        number: u32,
-        /// The least value the state needs.
-        saved: i32,
-        /// This host's value (0: absent).
-        host: i32,
     },
     /// The state holds a register this host's vCPUs do not have (KVM-PR
     /// lacks most POWER8/9 registers KVM-HV saves).
@@ -156,7 +125,7 @@ fn endian(big: bool) -> &'static str {
 /// let mut host = saved.clone();
 /// host.kvm_hv = true;
 /// host.one_regs.clear();
-/// host.capabilities = vec![kvmkit_core::CapabilityValue::new(kvmkit_core::Capability::ONE_REG, 1)];
+/// host.header.capabilities = vec![kvmkit_core::CapabilityValue::new(kvmkit_core::Capability::ONE_REG, 1)];
 /// assert_eq!(
 ///     saved.check(&host),
 ///     Err(ProfileMismatch::OneReg { id: KVM_REG_PPC_TAR, name: "KVM_REG_PPC_TAR".into() })
@@ -164,22 +133,19 @@ fn endian(big: bool) -> &'static str {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PpcAbiProfile {
-    /// [`PROFILE_VERSION`] when made by this build.
-    pub version: u32,
-    /// `powerpc`.
-    pub arch: String,
-    /// `KVM_GET_API_VERSION` (12).
-    pub api_version: i32,
+    /// The format version ([`PROFILE_VERSION`] when made by this build),
+    /// `powerpc`, `KVM_GET_API_VERSION` (12) and the capabilities: in a
+    /// state's profile the least values it needs, in a host's the values of
+    /// the scratch VM (`KVM_CHECK_EXTENSION` on its fd, so KVM-HV and KVM-PR
+    /// answer for themselves).
+    #[serde(flatten)]
+    pub header: ProfileHeader,
     /// The byte order of the host (a state's: of the host that saved it).
     pub big_endian: bool,
     /// KVM-HV (true) or KVM-PR: a host's KVM-HV accepts only its own PVR.
     pub kvm_hv: bool,
     /// The PVR of the saved vCPUs, or the one a host's vCPUs get.
     pub pvr: Option<u32>,
-    /// Capabilities: in a state's profile the least values it needs, in a
-    /// host's the values of the scratch VM (`KVM_CHECK_EXTENSION` on its
-    /// fd, so KVM-HV and KVM-PR answer for themselves).
-    pub capabilities: Vec<CapabilityValue>,
     /// The ONE_REG ids the state holds, or a host's vCPU can read.
     pub one_regs: Vec<u64>,
 }
@@ -200,11 +166,7 @@ impl PpcAbiProfile {
         need(Capability::IRQ_XICS, vm.xics_sources.is_some());
         need(CAP_PPC_HTAB_FD, vm.hpt.is_some());
         need(CAP_PPC_ALLOC_HTAB, vm.hpt.is_some());
-        let capabilities = STATE_CAPS
-            .iter()
-            .filter(|c| caps.contains(c))
-            .map(|&c| CapabilityValue::new(c, 1))
-            .collect();
+        let capabilities = CapabilityValue::needed(&STATE_CAPS, |c| caps.contains(c));
         let mut one_regs: Vec<u64> = Vec::new();
         for (id, _) in vcpus.iter().flat_map(|v| &v.one_regs) {
             if !one_regs.contains(id) {
@@ -212,20 +174,17 @@ impl PpcAbiProfile {
             }
         }
         PpcAbiProfile {
-            version: PROFILE_VERSION,
-            arch: "powerpc".to_string(),
-            api_version: api_version(),
+            header: ProfileHeader::new::<Ppc64>(PROFILE_VERSION, api_version(), capabilities),
             big_endian: vm.big_endian,
             kvm_hv: vm.kvm_hv,
             pvr: vcpus.first().map(|v| v.sregs.pvr),
-            capabilities,
             one_regs,
         }
     }
 
     /// The value of capability `number`, 0 when absent.
     pub fn capability(&self, number: u32) -> i32 {
-        CapabilityValue::value_in(&self.capabilities, number)
+        self.header.capability(number)
     }
 
     /// Everything `self` (a saved state's profile) needs that `host` lacks.
@@ -235,46 +194,30 @@ impl PpcAbiProfile {
     /// let saved = PpcAbiProfile::of_state(&PpcVmState::default(), &[]);
     /// let mut host = saved.clone();
     /// host.big_endian = !host.big_endian;
-    /// host.api_version = 11;
+    /// host.header.api_version = 11;
     /// assert_eq!(saved.mismatches(&host).len(), 2);
     /// ```
     pub fn mismatches(&self, host: &Self) -> Vec<ProfileMismatch> {
-        let mut out = Vec::new();
-        if self.version != PROFILE_VERSION {
-            out.push(ProfileMismatch::Version {
-                saved: self.version,
-                supported: PROFILE_VERSION,
-            });
-        }
-        if self.arch != host.arch {
-            out.push(ProfileMismatch::Arch {
-                saved: self.arch.clone(),
-                host: host.arch.clone(),
-            });
-        }
-        if self.api_version != host.api_version {
-            out.push(ProfileMismatch::ApiVersion {
-                saved: self.api_version,
-                host: host.api_version,
-            });
-        }
+        let (saved_header, host_header) = (&self.header, &host.header);
+        let mut out: Vec<ProfileMismatch> = saved_header
+            .identity_mismatches(host_header, PROFILE_VERSION)
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        // The byte order before the capabilities: it is what the header's
+        // identity is to the other architectures.
         if self.big_endian != host.big_endian {
             out.push(ProfileMismatch::ByteOrder {
                 saved: endian(self.big_endian),
                 host: endian(host.big_endian),
             });
         }
-        for c in &self.capabilities {
-            let h = host.capability(c.number);
-            if h < c.value {
-                out.push(ProfileMismatch::Capability {
-                    name: c.name.clone(),
-                    number: c.number,
-                    saved: c.value,
-                    host: h,
-                });
-            }
-        }
+        out.extend(
+            saved_header
+                .capability_mismatches(host_header)
+                .into_iter()
+                .map(Into::into),
+        );
         for &id in &self.one_regs {
             if !host.one_regs.contains(&id) {
                 out.push(ProfileMismatch::OneReg {
@@ -294,10 +237,7 @@ impl PpcAbiProfile {
     /// Refuses a restore of the state `self` describes on `host`: the first
     /// of [`PpcAbiProfile::mismatches`].
     pub fn check(&self, host: &Self) -> Result<(), ProfileMismatch> {
-        match self.mismatches(host).into_iter().next() {
-            Some(m) => Err(m),
-            None => Ok(()),
-        }
+        self.mismatches(host).into_iter().next().map_or(Ok(()), Err)
     }
 }
 
@@ -314,13 +254,10 @@ pub(crate) fn host_profile(
     one_regs: Vec<u64>,
 ) -> PpcAbiProfile {
     PpcAbiProfile {
-        version: PROFILE_VERSION,
-        arch: "powerpc".to_string(),
-        api_version: api_version(),
+        header: ProfileHeader::new::<Ppc64>(PROFILE_VERSION, api_version(), capabilities),
         big_endian: cfg!(target_endian = "big"),
         kvm_hv,
         pvr: Some(pvr),
-        capabilities,
         one_regs,
     }
 }
@@ -368,7 +305,8 @@ mod tests {
     #[test]
     fn a_state_profile_lists_what_it_needs() {
         let p = saved();
-        let names: Vec<&str> = p.capabilities.iter().map(|c| c.name.as_str()).collect();
+        let caps = &p.header.capabilities;
+        let names: Vec<&str> = caps.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -386,6 +324,9 @@ mod tests {
         let back: PpcAbiProfile =
             serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
+        // The header's fields stand at the top level, as before it was one.
+        let json = serde_json::to_value(&p).unwrap();
+        assert!(json.get("header").is_none() && json["arch"] == "powerpc");
     }
 
     #[test]
@@ -393,19 +334,20 @@ mod tests {
         let mut pr = host();
         pr.kvm_hv = false;
         pr.pvr = Some(0x0080_0200);
-        pr.capabilities
+        pr.header
+            .capabilities
             .retain(|c| c.number != CAP_PPC_HTAB_FD.number());
         pr.one_regs.retain(|&id| id != KVM_REG_PPC_TAR);
         let all = saved().mismatches(&pr);
         assert_eq!(
             all,
             [
-                ProfileMismatch::Capability {
+                ProfileMismatch::Header(HeaderMismatch::Capability {
                     name: "KVM_CAP_PPC_HTAB_FD".into(),
                     number: 84,
                     saved: 1,
                     host: 0
-                },
+                }),
                 ProfileMismatch::OneReg {
                     id: KVM_REG_PPC_TAR,
                     name: "KVM_REG_PPC_TAR".into()
@@ -438,9 +380,9 @@ mod tests {
             "{e}"
         );
         let mut s = saved();
-        s.version = 3;
-        s.arch = "s390x".into();
-        s.api_version = 11;
+        s.header.version = 3;
+        s.header.arch = "s390x".into();
+        s.header.api_version = 11;
         let all = s.mismatches(&host());
         assert_eq!(
             all.iter().map(ToString::to_string).collect::<Vec<_>>()[..3],

@@ -242,7 +242,7 @@ fn xics_range(chip: &PpcIrqChip) -> (u32, u32) {
 /// use kvmkit_arch_powerpc::{abi_profile, Ppc64};
 /// let kvm = kvmkit_core::Kvm::<Ppc64>::new().unwrap();
 /// let p = abi_profile(kvm.arch_system(), &Default::default(), &Default::default()).unwrap();
-/// assert_eq!(p.arch, "powerpc");
+/// assert_eq!(p.header.arch, "powerpc");
 /// ```
 pub fn abi_profile(sys: &PpcSystem, vm: &VmConfig, vcpu: &VcpuConfig) -> Result<PpcAbiProfile> {
     let scratch = Ppc64::create_vm(sys, vm)?;
@@ -404,7 +404,7 @@ mod tests {
         <Ppc64 as SnapshotArch>::restore_vm_state(&vm, &s).unwrap();
         let saved = Ppc64::state_profile(&s, &[PpcVcpuState::default()]);
         let mut host = saved.clone();
-        host.capabilities.clear();
+        host.header.capabilities.clear();
         let e = Ppc64::check_profile(&saved, &host).unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -256,26 +256,15 @@ impl fmt::Display for StatePiece {
 }
 
 /// A piece of VM state that was not saved because the VM does not have it
-/// in the kernel, and why.
+/// in the kernel, and why (the shared [`kvmkit_core::Omitted`]; the reason
+/// is a sentence).
 ///
 /// ```
 /// use kvmkit_arch_powerpc::{Omitted, StatePiece};
 /// let o = Omitted { piece: StatePiece::XicsSources, reason: "IrqchipKind::None".into() };
 /// assert_eq!(o.to_string(), "in-kernel XICS sources: IrqchipKind::None");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Omitted {
-    /// The piece.
-    pub piece: StatePiece,
-    /// Why the VM has none.
-    pub reason: String,
-}
-
-impl fmt::Display for Omitted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.piece, self.reason)
-    }
-}
+pub type Omitted = kvmkit_core::Omitted<StatePiece>;
 
 /// The VM-wide state of a PowerPC (pseries) VM that the kernel holds: the
 /// in-kernel XICS sources and, with KVM-HV, the guest hash page table

@@ -3,15 +3,15 @@
 
 use crate::state::{msb0_bit, msb0_numbers};
 use crate::uapi::KVM_API_VERSION;
-use crate::{CpuModel, S390VcpuState, S390VmState};
-use kvmkit_core::{Capability, CapabilityValue};
+use crate::{CpuModel, S390VcpuState, S390VmState, S390x};
+use kvmkit_core::{Capability, CapabilityValue, HeaderMismatch, ProfileHeader};
 use serde::{Deserialize, Serialize};
 
 /// The format version of [`S390AbiProfile`]; a check refuses any other.
 ///
 /// ```
 /// use kvmkit_arch_s390x::{S390AbiProfile, S390VmState, PROFILE_VERSION};
-/// assert_eq!(S390AbiProfile::of_state(&S390VmState::default(), &[]).version, PROFILE_VERSION);
+/// assert_eq!(S390AbiProfile::of_state(&S390VmState::default(), &[]).header.version, PROFILE_VERSION);
 /// ```
 pub const PROFILE_VERSION: u32 = 1;
 
@@ -36,42 +36,11 @@ pub(crate) const STATE_CAPS: [Capability; 5] = [
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProfileMismatch {
-    /// The profile has another format version.
-    #[error("profile format version {saved}, this build reads version {supported}")]
-    Version {
-        /// The saved profile's version.
-        saved: u32,
-        /// [`PROFILE_VERSION`].
-        supported: u32,
-    },
-    /// The state is for another architecture.
-    #[error("architecture: the state is for {saved}, this host is {host}")]
-    Arch {
-        /// The state's.
-        saved: String,
-        /// This host's.
-        host: String,
-    },
-    /// Another KVM API version.
-    #[error("KVM API version: the state needs {saved}, this host has {host}")]
-    ApiVersion {
-        /// The state's.
-        saved: i32,
-        /// This host's.
-        host: i32,
-    },
-    /// A capability the state relies on is absent or too small.
-    #[error("{name} ({number}): the state needs {saved}, this host has {host}")]
-    Capability {
-        /// The capability.
-        name: String,
-        /// Its number.
-        number: u32,
-        /// The least value the state needs.
-        saved: i32,
-        /// This host's value (0: absent).
-        host: i32,
-    },
+    /// The profile's header does not fit: another format version,
+    /// architecture or KVM API version, or a capability the state relies on
+    /// is absent or too small.
+    #[error(transparent)]
+    Header(#[from] HeaderMismatch),
     /// The TOD clock has an epoch index and this kernel cannot set one.
     #[error("TOD clock: the state has epoch index {epoch_idx}, this host's KVM has no KVM_S390_VM_TOD_EXT to set it")]
     TodEpoch {
@@ -164,15 +133,12 @@ pub(crate) fn model_mismatches(saved: &CpuModel, host: &CpuModel) -> Vec<Profile
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct S390AbiProfile {
-    /// [`PROFILE_VERSION`] when made by this build.
-    pub version: u32,
-    /// `s390x`.
-    pub arch: String,
-    /// `KVM_GET_API_VERSION` (12).
-    pub api_version: i32,
-    /// Capabilities: in a state's profile the least values it needs, in a
-    /// host's the values on the scratch VM's fd.
-    pub capabilities: Vec<CapabilityValue>,
+    /// The format version ([`PROFILE_VERSION`] when made by this build),
+    /// `s390x`, `KVM_GET_API_VERSION` (12) and the capabilities: in a
+    /// state's profile the least values it needs, in a host's the values on
+    /// the scratch VM's fd.
+    #[serde(flatten)]
+    pub header: ProfileHeader,
     /// A state's: its TOD clock has an epoch index, which needs
     /// `KVM_S390_VM_TOD_EXT`; a host's: KVM has that attribute.
     pub tod_ext: bool,
@@ -191,15 +157,9 @@ impl S390AbiProfile {
             Capability::DEVICE_CTRL => vm.floating_irqs.is_some(),
             _ => false,
         };
+        let capabilities = CapabilityValue::needed(&STATE_CAPS, need);
         S390AbiProfile {
-            version: PROFILE_VERSION,
-            arch: "s390x".to_string(),
-            api_version: api_version(),
-            capabilities: STATE_CAPS
-                .iter()
-                .filter(|c| need(c))
-                .map(|&c| CapabilityValue::new(c, 1))
-                .collect(),
+            header: ProfileHeader::new::<S390x>(PROFILE_VERSION, api_version(), capabilities),
             tod_ext: vm.tod.epoch_idx != 0,
             cpu_model: vm.cpu_model.clone(),
         }
@@ -207,7 +167,7 @@ impl S390AbiProfile {
 
     /// The value of capability `number`, 0 when absent.
     pub fn capability(&self, number: u32) -> i32 {
-        CapabilityValue::value_in(&self.capabilities, number)
+        self.header.capability(number)
     }
 
     /// Everything `self` (a saved state's profile) needs that `host` lacks.
@@ -216,40 +176,16 @@ impl S390AbiProfile {
     /// use kvmkit_arch_s390x::{S390AbiProfile, S390VcpuState, S390VmState};
     /// let saved = S390AbiProfile::of_state(&S390VmState::default(), &[S390VcpuState::default()]);
     /// let mut host = saved.clone();
-    /// host.capabilities.clear();
+    /// host.header.capabilities.clear();
     /// assert_eq!(saved.mismatches(&host).len(), 2); // KVM_CAP_SYNC_REGS, KVM_CAP_S390_PSW
     /// ```
     pub fn mismatches(&self, host: &Self) -> Vec<ProfileMismatch> {
-        let mut out = Vec::new();
-        if self.version != PROFILE_VERSION {
-            out.push(ProfileMismatch::Version {
-                saved: self.version,
-                supported: PROFILE_VERSION,
-            });
-        }
-        if self.arch != host.arch {
-            out.push(ProfileMismatch::Arch {
-                saved: self.arch.clone(),
-                host: host.arch.clone(),
-            });
-        }
-        if self.api_version != host.api_version {
-            out.push(ProfileMismatch::ApiVersion {
-                saved: self.api_version,
-                host: host.api_version,
-            });
-        }
-        for c in &self.capabilities {
-            let h = host.capability(c.number);
-            if h < c.value {
-                out.push(ProfileMismatch::Capability {
-                    name: c.name.clone(),
-                    number: c.number,
-                    saved: c.value,
-                    host: h,
-                });
-            }
-        }
+        let mut out: Vec<ProfileMismatch> = self
+            .header
+            .mismatches(&host.header, PROFILE_VERSION)
+            .into_iter()
+            .map(Into::into)
+            .collect();
         if self.tod_ext && !host.tod_ext {
             // The profile only says that the index is not 0.
             out.push(ProfileMismatch::TodEpoch { epoch_idx: 1 });
@@ -265,10 +201,7 @@ impl S390AbiProfile {
     /// Refuses a restore of the state `self` describes on `host`: the first
     /// of [`S390AbiProfile::mismatches`].
     pub fn check(&self, host: &Self) -> Result<(), ProfileMismatch> {
-        match self.mismatches(host).into_iter().next() {
-            Some(m) => Err(m),
-            None => Ok(()),
-        }
+        self.mismatches(host).into_iter().next().map_or(Ok(()), Err)
     }
 }
 
@@ -284,10 +217,7 @@ pub(crate) fn host_profile(
     cpu_model: Option<CpuModel>,
 ) -> S390AbiProfile {
     S390AbiProfile {
-        version: PROFILE_VERSION,
-        arch: "s390x".to_string(),
-        api_version: api_version(),
-        capabilities,
+        header: ProfileHeader::new::<S390x>(PROFILE_VERSION, api_version(), capabilities),
         tod_ext,
         cpu_model,
     }
@@ -344,7 +274,8 @@ mod tests {
     #[test]
     fn a_state_profile_lists_what_it_needs_and_fits_its_host() {
         let p = saved();
-        let names: Vec<&str> = p.capabilities.iter().map(|c| c.name.as_str()).collect();
+        let caps = &p.header.capabilities;
+        let names: Vec<&str> = caps.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -359,6 +290,9 @@ mod tests {
         let back: S390AbiProfile =
             serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
+        // The header's fields stand at the top level, as before it was one.
+        let json = serde_json::to_value(&p).unwrap();
+        assert!(json.get("header").is_none() && json["arch"] == "s390x");
     }
 
     #[test]
@@ -400,11 +334,12 @@ mod tests {
     #[test]
     fn versions_architectures_and_capabilities() {
         let mut s = saved();
-        s.version = 2;
-        s.arch = "x86_64".into();
-        s.api_version = 11;
+        s.header.version = 2;
+        s.header.arch = "x86_64".into();
+        s.header.api_version = 11;
         let mut h = host();
-        h.capabilities
+        h.header
+            .capabilities
             .retain(|c| c.number != Capability::DEVICE_CTRL.number());
         let all: Vec<String> = s.mismatches(&h).iter().map(ToString::to_string).collect();
         assert_eq!(

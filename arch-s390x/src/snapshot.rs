@@ -281,7 +281,7 @@ pub fn restore_vm_state(vm: &S390Vm, state: &S390VmState) -> Result<()> {
 /// use kvmkit_arch_s390x::{abi_profile, S390x};
 /// let kvm = kvmkit_core::Kvm::<S390x>::new().unwrap();
 /// let p = abi_profile(kvm.arch_system(), &Default::default()).unwrap();
-/// assert_eq!(p.arch, "s390x");
+/// assert_eq!(p.header.arch, "s390x");
 /// ```
 pub fn abi_profile(sys: &S390System, vm: &VmConfig) -> Result<S390AbiProfile> {
     let scratch = S390x::create_vm(sys, vm)?;
@@ -454,7 +454,7 @@ mod tests {
         assert!(<S390x as SnapshotArch>::restore_vm_state(&vm, &S390VmState::default()).is_err());
         let saved = S390x::state_profile(&S390VmState::default(), &[S390VcpuState::default()]);
         let mut host = saved.clone();
-        host.capabilities.clear();
+        host.header.capabilities.clear();
         assert_eq!(
             S390x::check_profile(&saved, &host).unwrap_err().to_string(),
             "KVM_CAP_SYNC_REGS (74): the state needs 1, this host has 0"

@@ -347,26 +347,15 @@ impl fmt::Display for StatePiece {
     }
 }
 
-/// A piece of VM state that was not saved, and why.
+/// A piece of VM state that was not saved, and why (the shared
+/// [`kvmkit_core::Omitted`]; the reason is a sentence).
 ///
 /// ```
 /// use kvmkit_arch_s390x::{Omitted, StatePiece};
 /// let o = Omitted { piece: StatePiece::CpuFeatures, reason: "the kernel has no such attribute".into() };
 /// assert_eq!(o.to_string(), "CPU features: the kernel has no such attribute");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Omitted {
-    /// The piece.
-    pub piece: StatePiece,
-    /// Why it is absent.
-    pub reason: String,
-}
-
-impl fmt::Display for Omitted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.piece, self.reason)
-    }
-}
+pub type Omitted = kvmkit_core::Omitted<StatePiece>;
 
 /// The VM-wide state of an s390x VM that the kernel holds: the guest TOD
 /// clock, the CPU model the guest sees, and the FLIC's pending floating

@@ -6,7 +6,7 @@ use crate::vcpu_state::read_msrs;
 use crate::{Error, Result, VcpuConfig, VmConfig, X86System, X86Vcpu, X86VcpuState, X86VmState};
 use crate::{STATE_VERSION, X86_64};
 use kvm_bindings::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
-use kvmkit_core::{Arch, Capability, CapabilityValue, VcpuId};
+use kvmkit_core::{Arch, Capability, CapabilityValue, HeaderMismatch, ProfileHeader, VcpuId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -14,7 +14,7 @@ use std::fmt;
 ///
 /// ```
 /// use kvmkit_arch_x86_64::{X86AbiProfile, PROFILE_VERSION};
-/// assert_eq!(X86AbiProfile::of_state(None, &[]).version, PROFILE_VERSION);
+/// assert_eq!(X86AbiProfile::of_state(None, &[]).header.version, PROFILE_VERSION);
 /// ```
 pub const PROFILE_VERSION: u32 = 1;
 
@@ -201,48 +201,25 @@ impl CpuidProfile {
 ///
 /// ```
 /// use kvmkit_arch_x86_64::ProfileMismatch;
-/// let m = ProfileMismatch::Capability { name: "KVM_CAP_XCRS".into(), number: 56, saved: 1, host: 0 };
+/// use kvmkit_core::HeaderMismatch;
+/// let m = ProfileMismatch::Header(HeaderMismatch::Capability {
+///     name: "KVM_CAP_XCRS".into(),
+///     number: 56,
+///     saved: 1,
+///     host: 0,
+/// });
 /// assert_eq!(m.to_string(), "KVM_CAP_XCRS (56): the state needs 1, this host has 0");
+/// let m = ProfileMismatch::Msr { index: 0x4b56_4d01 };
+/// assert_eq!(m.to_string(), "MSR 0x4b564d01: the state holds it, this host's KVM does not offer it");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProfileMismatch {
-    /// The profile has another format version.
-    #[error("profile format version {saved}, this build reads version {supported}")]
-    Version {
-        /// The saved profile's version.
-        saved: u32,
-        /// [`PROFILE_VERSION`].
-        supported: u32,
-    },
-    /// The state is for another architecture.
-    #[error("architecture: the state is for {saved}, this host is {host}")]
-    Arch {
-        /// The state's.
-        saved: String,
-        /// This host's.
-        host: String,
-    },
-    /// Another KVM API version.
-    #[error("KVM API version: the state needs {saved}, this host has {host}")]
-    ApiVersion {
-        /// The state's.
-        saved: i32,
-        /// This host's.
-        host: i32,
-    },
-    /// A capability the state relies on is absent or too small.
-    #[error("{name} ({number}): the state needs {saved}, this host has {host}")]
-    Capability {
-        /// The capability.
-        name: String,
-        /// Its number.
-        number: u32,
-        /// The least value the state needs.
-        saved: i32,
-        /// This host's value (0: absent).
-        host: i32,
-    },
+    /// The profile's header does not fit: another format version,
+    /// architecture or KVM API version, or a capability the state relies on
+    /// is absent or too small.
+    #[error(transparent)]
+    Header(#[from] HeaderMismatch),
     /// The host's XSAVE area cannot hold the saved one.
     #[error("XSAVE area: the state holds {saved} bytes, this host's holds {host} bytes")]
     XsaveArea {
@@ -302,7 +279,7 @@ pub enum ProfileMismatch {
 /// use kvmkit_arch_x86_64::{abi_profile, VcpuConfig, X86AbiProfile, X86VcpuState, X86_64};
 /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
 /// let host = abi_profile(kvm.arch_system(), &VcpuConfig::default()).unwrap();
-/// assert_eq!(host.arch, "x86_64");
+/// assert_eq!(host.header.arch, "x86_64");
 /// let mut state = X86VcpuState::default();
 /// state.msrs.push((0x10, 0)); // the TSC: every host has it
 /// X86AbiProfile::of_state(None, &[state.clone()]).check(&host).unwrap();
@@ -312,14 +289,11 @@ pub enum ProfileMismatch {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct X86AbiProfile {
-    /// [`PROFILE_VERSION`] when made by this build.
-    pub version: u32,
-    /// `x86_64`.
-    pub arch: String,
-    /// `KVM_GET_API_VERSION` (12).
-    pub api_version: i32,
-    /// Capabilities with their values.
-    pub capabilities: Vec<CapabilityValue>,
+    /// The format version ([`PROFILE_VERSION`] when made by this build),
+    /// `x86_64`, `KVM_GET_API_VERSION` (12) and the capabilities with their
+    /// values.
+    #[serde(flatten)]
+    pub header: ProfileHeader,
     /// The XSAVE area in bytes (`KVM_CAP_XSAVE2`, or 4096 with XSAVE only).
     pub xsave_bytes: Option<u32>,
     /// The CPUID the guest was given (a state's) or would be given (a host's).
@@ -369,12 +343,7 @@ impl X86AbiProfile {
             need(CAP_PIT_STATE2, vm.pit.is_some());
             need(Capability::ADJUST_CLOCK, vm.clock.is_some());
         }
-        // Keep the order of STATE_CAPS, for stable output.
-        let capabilities = STATE_CAPS
-            .iter()
-            .filter(|c| caps.contains(c))
-            .map(|&c| CapabilityValue::new(c, 1))
-            .collect();
+        let capabilities = CapabilityValue::needed(&STATE_CAPS, |c| caps.contains(c));
         let mut msrs: Vec<u32> = Vec::new();
         for (i, _) in vcpus.iter().flat_map(|v| &v.msrs) {
             if !msrs.contains(i) {
@@ -382,10 +351,7 @@ impl X86AbiProfile {
             }
         }
         X86AbiProfile {
-            version: PROFILE_VERSION,
-            arch: X86_64::NAME.to_string(),
-            api_version: 12,
-            capabilities,
+            header: ProfileHeader::new::<X86_64>(PROFILE_VERSION, 12, capabilities),
             xsave_bytes: vcpus
                 .iter()
                 .filter_map(|v| v.xsave.as_ref())
@@ -410,7 +376,7 @@ impl X86AbiProfile {
     /// assert_eq!(X86AbiProfile::of_state(None, &[s]).capability(56), 1); // KVM_CAP_XCRS
     /// ```
     pub fn capability(&self, number: u32) -> i32 {
-        CapabilityValue::value_in(&self.capabilities, number)
+        self.header.capability(number)
     }
 
     /// Everything `self` (a saved state's profile) needs that `host` lacks.
@@ -425,36 +391,12 @@ impl X86AbiProfile {
     /// assert_eq!(saved.mismatches(&host).len(), 2);
     /// ```
     pub fn mismatches(&self, host: &Self) -> Vec<ProfileMismatch> {
-        let mut out = Vec::new();
-        if self.version != PROFILE_VERSION {
-            out.push(ProfileMismatch::Version {
-                saved: self.version,
-                supported: PROFILE_VERSION,
-            });
-        }
-        if self.arch != host.arch {
-            out.push(ProfileMismatch::Arch {
-                saved: self.arch.clone(),
-                host: host.arch.clone(),
-            });
-        }
-        if self.api_version != host.api_version {
-            out.push(ProfileMismatch::ApiVersion {
-                saved: self.api_version,
-                host: host.api_version,
-            });
-        }
-        for c in &self.capabilities {
-            let h = host.capability(c.number);
-            if h < c.value {
-                out.push(ProfileMismatch::Capability {
-                    name: c.name.clone(),
-                    number: c.number,
-                    saved: c.value,
-                    host: h,
-                });
-            }
-        }
+        let mut out: Vec<ProfileMismatch> = self
+            .header
+            .mismatches(&host.header, PROFILE_VERSION)
+            .into_iter()
+            .map(Into::into)
+            .collect();
         if let Some(saved) = self.xsave_bytes {
             let h = host.xsave_bytes.unwrap_or(0);
             if h < saved {
@@ -510,10 +452,7 @@ impl X86AbiProfile {
     /// assert!(saved.check(&saved).is_ok());
     /// ```
     pub fn check(&self, host: &Self) -> std::result::Result<(), ProfileMismatch> {
-        match self.mismatches(host).into_iter().next() {
-            Some(m) => Err(m),
-            None => Ok(()),
-        }
+        self.mismatches(host).into_iter().next().map_or(Ok(()), Err)
     }
 }
 
@@ -546,10 +485,7 @@ pub(crate) fn host_profile(vcpu: &X86Vcpu, cpuid: &[kvm_cpuid_entry2]) -> Result
         None
     };
     Ok(X86AbiProfile {
-        version: PROFILE_VERSION,
-        arch: X86_64::NAME.to_string(),
-        api_version: facts.api_version,
-        capabilities,
+        header: ProfileHeader::new::<X86_64>(PROFILE_VERSION, facts.api_version, capabilities),
         xsave_bytes,
         cpuid: CpuidProfile::from_entries(cpuid),
         msrs: msrs.into_iter().map(|(i, _)| i).collect(),
@@ -569,7 +505,7 @@ pub(crate) fn host_profile(vcpu: &X86Vcpu, cpuid: &[kvm_cpuid_entry2]) -> Result
 /// use kvmkit_arch_x86_64::{abi_profile, VcpuConfig, X86_64};
 /// # let Some(kvm) = kvmkit_test_support::kvm_or_skip!(X86_64) else { return };
 /// let p = abi_profile(kvm.arch_system(), &VcpuConfig::default()).unwrap();
-/// assert_eq!((p.arch.as_str(), p.api_version), ("x86_64", 12));
+/// assert_eq!((p.header.arch.as_str(), p.header.api_version), ("x86_64", 12));
 /// assert!(p.msrs.contains(&0x10), "the TSC");
 /// assert!(!p.cpuid.vendor.is_empty());
 /// ```
@@ -675,11 +611,12 @@ mod tests {
     /// A host offering exactly what `saved()` needs, with real-looking values.
     fn host() -> X86AbiProfile {
         let mut h = saved();
-        h.capabilities = STATE_CAPS
+        h.header.capabilities = STATE_CAPS
             .iter()
             .map(|&c| CapabilityValue::new(c, if c == Capability::XSAVE2 { 4096 } else { 1 }))
             .collect();
-        h.capabilities
+        h.header
+            .capabilities
             .retain(|c| c.number != Capability::TSC_CONTROL.number());
         h.msrs.push(0x174);
         h
@@ -688,7 +625,8 @@ mod tests {
     #[test]
     fn of_state_lists_what_the_state_relies_on() {
         let p = saved();
-        let names: Vec<&str> = p.capabilities.iter().map(|c| c.name.as_str()).collect();
+        let caps = &p.header.capabilities;
+        let names: Vec<&str> = caps.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -716,12 +654,15 @@ mod tests {
         assert!(p.check(&host()).is_ok());
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(serde_json::from_str::<X86AbiProfile>(&json).unwrap(), p);
+        // The header's fields stand at the top level, as before it was one.
+        let json = serde_json::to_value(&p).unwrap();
+        assert!(json.get("header").is_none() && json["arch"] == "x86_64");
     }
 
     #[test]
     fn refuses_a_missing_capability() {
         let mut h = host();
-        h.capabilities.retain(|c| c.name != "KVM_CAP_XCRS");
+        h.header.capabilities.retain(|c| c.name != "KVM_CAP_XCRS");
         let e = saved().check(&h).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -805,7 +746,8 @@ mod tests {
                 host: 3_000_000
             }
         );
-        h.capabilities
+        h.header
+            .capabilities
             .push(CapabilityValue::new(Capability::TSC_CONTROL, 1));
         assert!(saved().check(&h).is_ok(), "KVM_SET_TSC_KHZ can scale");
     }
@@ -813,9 +755,9 @@ mod tests {
     #[test]
     fn refuses_another_arch_api_or_version_and_lists_everything() {
         let mut s = saved();
-        s.version = 7;
-        s.arch = "s390x".into();
-        s.api_version = 11;
+        s.header.version = 7;
+        s.header.arch = "s390x".into();
+        s.header.api_version = 11;
         let all = s.mismatches(&host());
         assert_eq!(all.len(), 3);
         assert_eq!(

@@ -121,26 +121,15 @@ impl fmt::Display for Omission {
     }
 }
 
-/// A piece of state that was not saved, and why.
+/// A piece of state that was not saved, and why (the shared
+/// [`kvmkit_core::Omitted`], with an [`Omission`] as the reason).
 ///
 /// ```
 /// use kvmkit_arch_x86_64::{Omission, Omitted, StatePiece};
 /// let o = Omitted { piece: StatePiece::Lapic, reason: Omission::NotInKernel { detail: "IrqchipMode::None".into() } };
 /// assert_eq!(o.to_string(), "LAPIC: not in the kernel: IrqchipMode::None");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Omitted {
-    /// The piece.
-    pub piece: StatePiece,
-    /// Why it is absent.
-    pub reason: Omission,
-}
-
-impl fmt::Display for Omitted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.piece, self.reason)
-    }
-}
+pub type Omitted = kvmkit_core::Omitted<StatePiece, Omission>;
 
 /// kvm-bindings 0.14 has no serde for `kvm_fpu`: its fields, by name.
 #[derive(Serialize, Deserialize)]

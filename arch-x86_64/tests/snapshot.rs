@@ -165,7 +165,7 @@ fn kvm_a_profile_this_host_cannot_satisfy_is_refused() {
     let vm_cfg = VmConfig::default();
     let vcpu_cfg = VcpuConfig::default();
     let host = kvm.abi_profile(&vm_cfg, &vcpu_cfg).unwrap();
-    assert_eq!(host.arch, "x86_64");
+    assert_eq!(host.header.arch, "x86_64");
     kvm.check_profile(&host, &vm_cfg, &vcpu_cfg).unwrap();
     let mut saved: X86AbiProfile = host.clone();
     saved.msrs.push(0x4000_dead);

@@ -149,6 +149,26 @@ impl CapabilityValue {
         }
     }
 
+    /// What a saved state's profile lists: each capability of `order` that
+    /// `needed` picks, at value 1 (present), in `order`'s order (so the
+    /// output is stable however the state was walked).
+    ///
+    /// ```
+    /// use kvmkit_core::{Capability, CapabilityValue};
+    /// let order = [Capability::ONE_REG, Capability::SYNC_REGS, Capability::S390_PSW];
+    /// let caps = CapabilityValue::needed(&order, |c| *c != Capability::SYNC_REGS);
+    /// let names: Vec<&str> = caps.iter().map(|c| c.name.as_str()).collect();
+    /// assert_eq!(names, ["KVM_CAP_ONE_REG", "KVM_CAP_S390_PSW"]);
+    /// assert!(caps.iter().all(|c| c.value == 1));
+    /// ```
+    pub fn needed(order: &[Capability], needed: impl Fn(&Capability) -> bool) -> Vec<Self> {
+        order
+            .iter()
+            .filter(|c| needed(c))
+            .map(|&c| CapabilityValue::new(c, 1))
+            .collect()
+    }
+
     /// The value of capability `number` in `list`, 0 when it is not there.
     pub fn value_in(list: &[CapabilityValue], number: u32) -> i32 {
         list.iter()

@@ -6,6 +6,7 @@ mod dirty;
 mod error;
 mod exit;
 mod kick;
+mod profile;
 mod scripted;
 mod snapshot;
 mod sys;
@@ -22,8 +23,9 @@ pub use dirty::{
 pub use error::{BoxError, DecodeError, Error, Result};
 pub use exit::{SystemEventKind, VcpuExit};
 pub use kick::{kick_signal, Kicker};
+pub use profile::{HeaderMismatch, ProfileHeader};
 pub use scripted::ScriptedVcpu;
-pub use snapshot::SnapshotArch;
+pub use snapshot::{Omitted, SnapshotArch};
 pub use types::{MemoryFlags, SlotId, UserMemoryRegion, VcpuId};
 pub use vcpu::{RunVcpu, Vcpu};
 pub use vm::{Kvm, Vm};

@@ -18,8 +18,8 @@
 
 use crate::{Arch, Error, Kvm, Result, Vm};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use std::fmt::Debug;
+use serde::{Deserialize, Serialize};
+use std::fmt::{self, Debug, Display};
 
 /// Saving and restoring the VM-wide state, and the ABI profile that a
 /// restore checks first.
@@ -100,6 +100,30 @@ pub trait SnapshotArch: Arch {
         saved: &Self::AbiProfile,
         host: &Self::AbiProfile,
     ) -> Result<(), Self::ProfileMismatch>;
+}
+
+/// A piece of state that was not saved, and why: what an arch's saved
+/// state lists for each piece the kernel or the VM did not have. `P` is the
+/// arch's enum of pieces, `R` the reason (a sentence, or an arch's typed
+/// reason); both name themselves with `Display`.
+///
+/// ```
+/// use kvmkit_core::Omitted;
+/// let o = Omitted { piece: "guest TOD clock", reason: "the kernel has no such attribute".to_string() };
+/// assert_eq!(o.to_string(), "guest TOD clock: the kernel has no such attribute");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Omitted<P, R = String> {
+    /// The piece.
+    pub piece: P,
+    /// Why it is absent.
+    pub reason: R,
+}
+
+impl<P: Display, R: Display> Display for Omitted<P, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.piece, self.reason)
+    }
 }
 
 impl<A: SnapshotArch> Kvm<A> {
