@@ -24,7 +24,7 @@
 use crate::ioctls::KVM_ENABLE_CAP;
 use crate::uapi::kvm_enable_cap;
 use crate::{sys, Error, Ppc64, PpcVcpu, PpcVm, Result};
-use kvmkit_core::{le_bitmap_to_native, Capability, DirtyLogArch, SlotId};
+use kvmkit_core::{check_clear_bitmap, Capability, DirtyLogArch, SlotId};
 use std::os::fd::{AsRawFd, RawFd};
 
 impl DirtyLogArch for Ppc64 {
@@ -48,36 +48,28 @@ impl DirtyLogArch for Ppc64 {
     /// protect). A bit is one host page; the words are converted from the
     /// kernel's little-endian bitmap to the contract's layout.
     ///
-    /// The slot must have been set through this VM
-    /// ([`Error::DirtyLogUnknownSlot`] otherwise) and `bitmap` must cover it
-    /// ([`Error::DirtyBitmapTooShort`]): both are checked before the kernel
-    /// is called, which writes the whole slot's bitmap.
+    /// The slot must have been set through this VM and `bitmap` must cover
+    /// it ([`Error::DirtyBitmap`] otherwise):
+    /// [`SlotSizes::checked_get`](kvmkit_core::SlotSizes::checked_get) checks both before the kernel, which writes the whole slot's bitmap,
+    /// is called.
     fn get_dirty_log(vm: &PpcVm, slot: SlotId, bitmap: &mut [u64]) -> Result<()> {
+        let page_size = sys::host_page_size();
         vm.dirty_slots()
-            .with_words(slot.0, sys::host_page_size(), |words| {
-                let needed = words.ok_or(Error::DirtyLogUnknownSlot { slot: slot.0 })?;
-                if bitmap.len() < needed {
-                    return Err(Error::DirtyBitmapTooShort {
-                        ioctl: "KVM_GET_DIRTY_LOG",
-                        slot: slot.0,
-                        needed,
-                        len: bitmap.len(),
-                    });
-                }
-                // SAFETY: `bitmap` has at least `needed` words, the bitmap
-                // the kernel keeps for this slot (its size as recorded by
-                // `set_user_memory_region`, in host pages rounded up); the
-                // read lock keeps the slot from changing until we return.
-                unsafe { sys::get_dirty_log(vm.as_fd(), slot.0, bitmap) }
-                    .map_err(Error::ioctl("KVM_GET_DIRTY_LOG"))?;
-                le_bitmap_to_native(&mut bitmap[..needed]);
-                Ok(())
+            .checked_get(slot.0, page_size, bitmap, |words| {
+                // SAFETY: `checked_get` passes exactly the words of this
+                // slot's bitmap, from the size `set_user_memory_region`
+                // recorded through `dirty_slots().update` (every slot of
+                // this VM goes through it) at the host page size, one bit of
+                // the kernel's bitmap; its read lock keeps the slot from
+                // changing until we return.
+                unsafe { sys::get_dirty_log(vm.as_fd(), slot.0, words) }
+                    .map_err(Error::ioctl("KVM_GET_DIRTY_LOG"))
             })
     }
 
     /// Wraps `KVM_CLEAR_DIRTY_LOG`, which PowerPC's KVM does not implement
     /// (`ENOTTY`). `bitmap` must cover `num_pages` bits
-    /// ([`Error::DirtyBitmapTooShort`], checked before the kernel is
+    /// ([`Error::DirtyBitmap`], checked before the kernel is
     /// called); its words are passed as they are, native `unsigned long`s as
     /// the generic kernel code reads them.
     fn clear_dirty_log(
@@ -87,15 +79,7 @@ impl DirtyLogArch for Ppc64 {
         num_pages: u32,
         bitmap: &[u64],
     ) -> Result<()> {
-        let needed = sys::bitmap_words(num_pages);
-        if bitmap.len() < needed {
-            return Err(Error::DirtyBitmapTooShort {
-                ioctl: "KVM_CLEAR_DIRTY_LOG",
-                slot: slot.0,
-                needed,
-                len: bitmap.len(),
-            });
-        }
+        check_clear_bitmap(slot.0, num_pages, bitmap)?;
         sys::clear_dirty_log(vm.as_fd(), slot.0, first_page, num_pages, bitmap)
             .map_err(Error::ioctl("KVM_CLEAR_DIRTY_LOG"))
     }
@@ -118,6 +102,7 @@ impl DirtyLogArch for Ppc64 {
 mod tests {
     use super::*;
     use crate::uapi::{KVM_DIRTY_LOG_PAGE_OFFSET, OTHER_CONSTANTS};
+    use kvmkit_core::DirtyBitmapError;
 
     #[test]
     fn short_bitmaps_are_refused_before_the_kernel() {
@@ -128,12 +113,12 @@ mod tests {
         let e = Ppc64::clear_dirty_log(&vm, SlotId(3), 0, 65, &[u64::MAX]).unwrap_err();
         assert!(matches!(
             e,
-            Error::DirtyBitmapTooShort {
+            Error::DirtyBitmap(DirtyBitmapError::TooShort {
                 ioctl: "KVM_CLEAR_DIRTY_LOG",
                 slot: 3,
                 needed: 2,
                 len: 1
-            }
+            })
         ));
         assert_eq!(
             e.to_string(),
@@ -146,7 +131,13 @@ mod tests {
         // GET: an unknown slot, then one shorter than the slot's bitmap.
         let mut bitmap = [0u64; 4];
         let e = Ppc64::get_dirty_log(&vm, SlotId(0), &mut bitmap).unwrap_err();
-        assert!(matches!(e, Error::DirtyLogUnknownSlot { slot: 0 }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::DirtyBitmap(DirtyBitmapError::UnknownSlot { slot: 0 })
+            ),
+            "{e}"
+        );
         let size = 64 * 4 * sys::host_page_size(); // 4 words at this host's page size
         vm.dirty_slots()
             .update(0, size, || Ok::<(), Error>(()))
@@ -155,12 +146,12 @@ mod tests {
         assert!(
             matches!(
                 e,
-                Error::DirtyBitmapTooShort {
+                Error::DirtyBitmap(DirtyBitmapError::TooShort {
                     ioctl: "KVM_GET_DIRTY_LOG",
                     needed: 4,
                     len: 3,
                     ..
-                }
+                })
             ),
             "{e}"
         );

@@ -36,26 +36,11 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// A dirty-log bitmap is shorter than what the kernel would access;
-    /// refused before the kernel is called.
-    #[error("{ioctl} for slot {slot} needs a bitmap of {needed} words, the buffer has {len}")]
-    DirtyBitmapTooShort {
-        /// `KVM_GET_DIRTY_LOG` or `KVM_CLEAR_DIRTY_LOG`.
-        ioctl: &'static str,
-        /// The slot id.
-        slot: u32,
-        /// The words the kernel would write or read.
-        needed: usize,
-        /// The words given.
-        len: usize,
-    },
-    /// `KVM_GET_DIRTY_LOG` of a slot not set through this VM: its size, and
-    /// so the bitmap the kernel writes, is unknown.
-    #[error("KVM_GET_DIRTY_LOG for slot {slot}: no such slot was set through this VM")]
-    DirtyLogUnknownSlot {
-        /// The slot id.
-        slot: u32,
-    },
+    /// A dirty-log call was refused before the kernel was called: a
+    /// bitmap shorter than what the kernel would access, or a slot not set
+    /// through this VM.
+    #[error(transparent)]
+    DirtyBitmap(#[from] kvmkit_core::DirtyBitmapError),
     /// A capability the configuration asks for is missing.
     #[error("KVM capability {name} ({number}) is not supported by this kernel")]
     MissingCapability {

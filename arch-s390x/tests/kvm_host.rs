@@ -16,8 +16,8 @@
 
 use kvmkit_arch_s390x::{caps, Error, Flic, S390x, VcpuConfig, VcpuReset, VmConfig};
 use kvmkit_core::{
-    Capability, MemoryFlags, SlotId, UserMemoryRegion, VcpuId, MANUAL_PROTECT_ENABLE,
-    MANUAL_PROTECT_INITIALLY_SET,
+    Capability, DirtyBitmapError, MemoryFlags, SlotId, UserMemoryRegion, VcpuId,
+    MANUAL_PROTECT_ENABLE, MANUAL_PROTECT_INITIALLY_SET,
 };
 use kvmkit_test_support::kvm_or_skip;
 use std::os::fd::AsRawFd;
@@ -147,27 +147,27 @@ fn kvm_dirty_log_ioctls_through_this_crate() {
     let e = vm.get_dirty_log(SlotId(0), &mut bitmap[..1]).unwrap_err();
     assert!(matches!(
         arch_error(&e),
-        Error::DirtyBitmapTooShort {
+        Error::DirtyBitmap(DirtyBitmapError::TooShort {
             needed: 2,
             len: 1,
             ..
-        }
+        })
     ));
     let e = vm.get_dirty_log(SlotId(1), &mut bitmap).unwrap_err();
     assert!(matches!(
         arch_error(&e),
-        Error::DirtyLogUnknownSlot { slot: 1 }
+        Error::DirtyBitmap(DirtyBitmapError::UnknownSlot { slot: 1 })
     ));
     let e = vm
         .clear_dirty_log(SlotId(0), 0, 100, &[u64::MAX])
         .unwrap_err();
     assert!(matches!(
         arch_error(&e),
-        Error::DirtyBitmapTooShort {
+        Error::DirtyBitmap(DirtyBitmapError::TooShort {
             needed: 2,
             len: 1,
             ..
-        }
+        })
     ));
 
     // Clearing pages 0..64 but 5, then the 36 pages to the end of the slot.
@@ -194,7 +194,7 @@ fn kvm_dirty_log_ioctls_through_this_crate() {
     let e = vm.get_dirty_log(SlotId(0), &mut bitmap).unwrap_err();
     assert!(matches!(
         arch_error(&e),
-        Error::DirtyLogUnknownSlot { slot: 0 }
+        Error::DirtyBitmap(DirtyBitmapError::UnknownSlot { slot: 0 })
     ));
 }
 

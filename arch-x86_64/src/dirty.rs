@@ -3,7 +3,7 @@
 use crate::sys;
 use crate::{Error, Result, X86Vcpu, X86Vm, X86_64};
 use kvm_bindings::kvm_enable_cap;
-use kvmkit_core::{Capability, DirtyLogArch, SlotId};
+use kvmkit_core::{check_clear_bitmap, Capability, DirtyLogArch, SlotId};
 use std::os::unix::io::{AsRawFd, RawFd};
 
 /// x86's page size: one bit of a dirty bitmap.
@@ -27,27 +27,22 @@ impl DirtyLogArch for X86_64 {
     }
 
     /// Wraps `KVM_GET_DIRTY_LOG`. The slot must have been set through this VM
-    /// ([`Error::DirtyLogUnknownSlot`]) and `bitmap` must cover it
-    /// ([`Error::DirtyBitmapTooShort`]): both are checked before the kernel,
-    /// which writes the whole slot's bitmap, is called.
+    /// and `bitmap` must cover it ([`Error::DirtyBitmap`] otherwise):
+    /// [`SlotSizes::checked_get`](kvmkit_core::SlotSizes::checked_get) checks
+    /// both before the kernel, which writes the whole slot's bitmap, is
+    /// called.
     fn get_dirty_log(vm: &X86Vm, slot: SlotId, bitmap: &mut [u64]) -> Result<()> {
-        vm.slot_sizes().with_words(slot.0, PAGE_SIZE, |words| {
-            let needed = words.ok_or(Error::DirtyLogUnknownSlot { slot: slot.0 })?;
-            if bitmap.len() < needed {
-                return Err(Error::DirtyBitmapTooShort {
-                    ioctl: "KVM_GET_DIRTY_LOG",
-                    slot: slot.0,
-                    needed,
-                    len: bitmap.len(),
-                });
-            }
-            // SAFETY: `bitmap` has at least `needed` words, the bitmap the
-            // kernel keeps for this slot (its size as recorded by
-            // `set_user_memory_region`, in 4 KiB pages rounded up to 64); the
-            // read lock keeps the slot from changing until we return.
-            unsafe { sys::get_dirty_log(vm.vm_fd(), slot.0, bitmap) }
-                .map_err(Error::ioctl("KVM_GET_DIRTY_LOG"))
-        })
+        vm.slot_sizes()
+            .checked_get(slot.0, PAGE_SIZE, bitmap, |words| {
+                // SAFETY: `checked_get` passes exactly the words of this
+                // slot's bitmap, from the size `set_user_memory_region`
+                // recorded through `slot_sizes().update` (every slot this
+                // crate sets goes through it) in 4 KiB pages, one bit of the
+                // kernel's bitmap; its read lock keeps the slot from changing
+                // until we return.
+                unsafe { sys::get_dirty_log(vm.vm_fd(), slot.0, words) }
+                    .map_err(Error::ioctl("KVM_GET_DIRTY_LOG"))
+            })
     }
 
     fn clear_dirty_log(
@@ -57,15 +52,7 @@ impl DirtyLogArch for X86_64 {
         num_pages: u32,
         bitmap: &[u64],
     ) -> Result<()> {
-        let needed = usize::try_from(num_pages.div_ceil(64)).unwrap_or(usize::MAX);
-        if bitmap.len() < needed {
-            return Err(Error::DirtyBitmapTooShort {
-                ioctl: "KVM_CLEAR_DIRTY_LOG",
-                slot: slot.0,
-                needed,
-                len: bitmap.len(),
-            });
-        }
+        check_clear_bitmap(slot.0, num_pages, bitmap)?;
         sys::clear_dirty_log(vm.vm_fd(), slot.0, first_page, num_pages, bitmap)
             .map_err(Error::ioctl("KVM_CLEAR_DIRTY_LOG"))
     }
@@ -82,7 +69,7 @@ impl DirtyLogArch for X86_64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kvmkit_core::{MemoryFlags, UserMemoryRegion};
+    use kvmkit_core::{DirtyBitmapError, MemoryFlags, UserMemoryRegion};
 
     #[test]
     fn short_bitmaps_and_unknown_slots_are_refused_before_the_kernel() {
@@ -104,16 +91,25 @@ mod tests {
         let e = X86_64::get_dirty_log(vm.arch_fd(), SlotId(2), &mut [0]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "KVM_GET_DIRTY_LOG of slot 2 needs a bitmap of 2 words, got 1"
+            "KVM_GET_DIRTY_LOG for slot 2 needs a bitmap of 2 words, the buffer has 1"
         );
         let e = X86_64::get_dirty_log(vm.arch_fd(), SlotId(3), &mut [0; 4]).unwrap_err();
-        assert!(matches!(e, Error::DirtyLogUnknownSlot { slot: 3 }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::DirtyBitmap(DirtyBitmapError::UnknownSlot { slot: 3 })
+            ),
+            "{e}"
+        );
         let mut words = [u64::MAX; 2];
         X86_64::get_dirty_log(vm.arch_fd(), SlotId(2), &mut words).unwrap();
         assert_eq!(words, [0, 0], "nothing written yet");
         let e = X86_64::clear_dirty_log(vm.arch_fd(), SlotId(2), 0, 65, &[0]).unwrap_err();
         assert!(
-            matches!(e, Error::DirtyBitmapTooShort { needed: 2, .. }),
+            matches!(
+                e,
+                Error::DirtyBitmap(DirtyBitmapError::TooShort { needed: 2, .. })
+            ),
             "{e}"
         );
         let deleted = UserMemoryRegion {
@@ -123,6 +119,12 @@ mod tests {
         // SAFETY: deleting a slot leaves KVM no reference to host memory.
         unsafe { vm.set_user_memory_region(&deleted) }.unwrap();
         let e = X86_64::get_dirty_log(vm.arch_fd(), SlotId(2), &mut words).unwrap_err();
-        assert!(matches!(e, Error::DirtyLogUnknownSlot { slot: 2 }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::DirtyBitmap(DirtyBitmapError::UnknownSlot { slot: 2 })
+            ),
+            "{e}"
+        );
     }
 }

@@ -28,24 +28,11 @@ pub enum Error {
         #[source]
         source: kvm_ioctls::Error,
     },
-    /// A dirty-log ioctl was given a bitmap shorter than the pages it covers.
-    #[error("{ioctl} of slot {slot} needs a bitmap of {needed} words, got {len}")]
-    DirtyBitmapTooShort {
-        /// The ioctl.
-        ioctl: &'static str,
-        /// The slot.
-        slot: u32,
-        /// Words needed.
-        needed: usize,
-        /// Words given.
-        len: usize,
-    },
-    /// `KVM_GET_DIRTY_LOG` for a slot this VM never set.
-    #[error("KVM_GET_DIRTY_LOG of slot {slot}: no such memory slot in this VM")]
-    DirtyLogUnknownSlot {
-        /// The slot.
-        slot: u32,
-    },
+    /// A dirty-log call was refused before the kernel was called: a
+    /// bitmap shorter than what the kernel would access, or a slot not set
+    /// through this VM.
+    #[error(transparent)]
+    DirtyBitmap(#[from] kvmkit_core::DirtyBitmapError),
     /// A vCPU ioctl returned fewer entries than it was given.
     #[error("{ioctl} handled {done} of {wanted} entries")]
     Partial {

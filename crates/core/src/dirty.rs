@@ -75,15 +75,16 @@ pub trait DirtyLogArch: Arch {
     /// Wraps `KVM_GET_DIRTY_LOG` for `slot` into `bitmap`: bit `i % 64` of
     /// word `i / 64` is page `i`. The kernel writes the whole slot's bitmap
     /// without knowing the buffer's length, so implementations refuse a
-    /// slot they did not set and a `bitmap` shorter than the slot (see
-    /// [`SlotSizes`]) before calling it.
+    /// slot they did not set and a `bitmap` shorter than the slot before
+    /// calling it ([`SlotSizes::checked_get`], [`DirtyBitmapError`]).
     fn get_dirty_log(vm: &Self::VmFd, slot: SlotId, bitmap: &mut [u64]) -> Result<(), Self::Error>;
 
     /// Wraps `KVM_CLEAR_DIRTY_LOG`: clears (and write-protects again) the
     /// pages of `slot` from `first_page` on whose bits are set in `bitmap`
     /// (bit `i` is page `first_page + i`), `num_pages` pages in all.
     /// `first_page` must be a multiple of 64; `num_pages` too unless the range
-    /// reaches the end of the slot. `bitmap` must cover `num_pages` bits.
+    /// reaches the end of the slot. `bitmap` must cover `num_pages` bits
+    /// ([`check_clear_bitmap`]).
     fn clear_dirty_log(
         vm: &Self::VmFd,
         slot: SlotId,
@@ -155,12 +156,140 @@ impl SlotSizes {
         get: impl FnOnce(Option<usize>) -> R,
     ) -> R {
         let sizes = self.sizes.read().unwrap_or_else(PoisonError::into_inner);
-        let words = sizes.get(&slot).map(|&size| {
-            let pages = size.div_ceil(page_size.max(1));
-            usize::try_from(pages.div_ceil(64)).unwrap_or(usize::MAX)
-        });
+        let words = sizes
+            .get(&slot)
+            .map(|&size| bitmap_words(size.div_ceil(page_size.max(1))));
         get(words)
     }
+
+    /// The checks around a `KVM_GET_DIRTY_LOG` of `slot` into `bitmap`:
+    /// refuses a slot not set through [`SlotSizes::update`]
+    /// ([`DirtyBitmapError::UnknownSlot`]) and a `bitmap` shorter than the
+    /// slot's bitmap at `page_size` bytes a bit
+    /// ([`DirtyBitmapError::TooShort`]); otherwise runs `get`, which issues
+    /// the ioctl, on the first `words` words of `bitmap` (exactly the slot's
+    /// bitmap) and turns them from the kernel's little-endian layout into
+    /// native words ([`le_bitmap_to_native`]). Words past the slot's are
+    /// left as they were.
+    ///
+    /// # What `get` may rely on
+    ///
+    /// The kernel writes the slot's whole bitmap without knowing the
+    /// buffer's length, so `get` holds an `unsafe` ioctl whose soundness
+    /// rests on this function: `get` is called only with a slice of exactly
+    /// the words of the slot's bitmap as recorded here, and under the read
+    /// lock, so no [`SlotSizes::update`] (and so no
+    /// `KVM_SET_USER_MEMORY_REGION` made through it) can change the slot
+    /// until `get` returns. That is the kernel's length provided that
+    /// `page_size` is the kernel's page (one bitmap bit) and that every
+    /// `KVM_SET_USER_MEMORY_REGION` of the VM `get` calls went through this
+    /// `SlotSizes`: the caller states both in `get`'s `// SAFETY:` comment.
+    /// The function itself does nothing unsafe, hence it is not `unsafe`.
+    ///
+    /// ```
+    /// use kvmkit_core::{DirtyBitmapError, SlotSizes};
+    /// let sizes = SlotSizes::default();
+    /// sizes.update(0, 65 * 4096, || Ok::<(), ()>(())).unwrap();
+    /// let mut bitmap = [7u64; 3];
+    /// let r = sizes.checked_get(0, 4096, &mut bitmap, |words| {
+    ///     assert_eq!(words.len(), 2); // 65 pages
+    ///     words.copy_from_slice(&[u64::to_le(1), u64::to_le(1)]); // as the kernel would
+    ///     Ok::<(), DirtyBitmapError>(())
+    /// });
+    /// assert_eq!((r, bitmap), (Ok(()), [1, 1, 7]));
+    /// let r = sizes.checked_get(0, 4096, &mut bitmap[..1], |_| -> Result<(), DirtyBitmapError> {
+    ///     unreachable!("refused before the kernel")
+    /// });
+    /// assert_eq!(
+    ///     r.unwrap_err().to_string(),
+    ///     "KVM_GET_DIRTY_LOG for slot 0 needs a bitmap of 2 words, the buffer has 1"
+    /// );
+    /// ```
+    pub fn checked_get<E: From<DirtyBitmapError>>(
+        &self,
+        slot: u32,
+        page_size: u64,
+        bitmap: &mut [u64],
+        get: impl FnOnce(&mut [u64]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.with_words(slot, page_size, |words| {
+            let needed = words.ok_or(DirtyBitmapError::UnknownSlot { slot })?;
+            let len = bitmap.len();
+            let words = bitmap.get_mut(..needed).ok_or(DirtyBitmapError::TooShort {
+                ioctl: "KVM_GET_DIRTY_LOG",
+                slot,
+                needed,
+                len,
+            })?;
+            get(words)?;
+            le_bitmap_to_native(words);
+            Ok(())
+        })
+    }
+}
+
+/// Why a dirty-log call was refused before the kernel was called; the
+/// arch crates' errors wrap it.
+///
+/// ```
+/// let e = kvmkit_core::DirtyBitmapError::UnknownSlot { slot: 3 };
+/// assert_eq!(e.to_string(), "KVM_GET_DIRTY_LOG for slot 3: no such slot was set through this VM");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirtyBitmapError {
+    /// A dirty-log bitmap is shorter than what the kernel would access.
+    #[error("{ioctl} for slot {slot} needs a bitmap of {needed} words, the buffer has {len}")]
+    TooShort {
+        /// `KVM_GET_DIRTY_LOG` or `KVM_CLEAR_DIRTY_LOG`.
+        ioctl: &'static str,
+        /// The slot id.
+        slot: u32,
+        /// The words the kernel would write or read.
+        needed: usize,
+        /// The words given.
+        len: usize,
+    },
+    /// `KVM_GET_DIRTY_LOG` of a slot not set through this VM: its size, and
+    /// so the bitmap the kernel writes, is unknown.
+    #[error("KVM_GET_DIRTY_LOG for slot {slot}: no such slot was set through this VM")]
+    UnknownSlot {
+        /// The slot id.
+        slot: u32,
+    },
+}
+
+/// The check before a `KVM_CLEAR_DIRTY_LOG` of `num_pages` pages of `slot`:
+/// `bitmap` must hold a bit for each ([`DirtyBitmapError::TooShort`]).
+///
+/// ```
+/// use kvmkit_core::{check_clear_bitmap, DirtyBitmapError};
+/// assert_eq!(check_clear_bitmap(1, 128, &[0, 0]), Ok(()));
+/// assert_eq!(
+///     check_clear_bitmap(1, 129, &[0, 0]),
+///     Err(DirtyBitmapError::TooShort { ioctl: "KVM_CLEAR_DIRTY_LOG", slot: 1, needed: 3, len: 2 })
+/// );
+/// ```
+pub fn check_clear_bitmap(
+    slot: u32,
+    num_pages: u32,
+    bitmap: &[u64],
+) -> Result<(), DirtyBitmapError> {
+    let needed = bitmap_words(u64::from(num_pages));
+    if bitmap.len() < needed {
+        return Err(DirtyBitmapError::TooShort {
+            ioctl: "KVM_CLEAR_DIRTY_LOG",
+            slot,
+            needed,
+            len: bitmap.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The `u64` words of a bitmap of `pages` bits.
+fn bitmap_words(pages: u64) -> usize {
+    usize::try_from(pages.div_ceil(64)).unwrap_or(usize::MAX)
 }
 
 /// Turns the words of a kernel dirty bitmap (little-endian: page `i` is bit
@@ -237,6 +366,72 @@ mod tests {
         slots.update(1, 0, ok).unwrap();
         assert_eq!(slots.with_words(1, 4096, |w| w), None);
         assert_eq!(slots.with_words(0, 4096, |w| w), Some(4));
+    }
+
+    /// What an arch error looks like to `checked_get`: its own ioctl
+    /// failure, or the core check it wraps.
+    #[derive(Debug, PartialEq)]
+    enum ArchError {
+        Ioctl(i32),
+        Refused(DirtyBitmapError),
+    }
+
+    impl From<DirtyBitmapError> for ArchError {
+        fn from(e: DirtyBitmapError) -> Self {
+            ArchError::Refused(e)
+        }
+    }
+
+    #[test]
+    fn checked_get_calls_the_ioctl_only_with_the_slots_words() {
+        let slots = SlotSizes::default();
+        let mut bitmap = [0u64; 4];
+        let never = |_: &mut [u64]| -> Result<(), ArchError> { panic!("the kernel was called") };
+        assert_eq!(
+            slots.checked_get(5, 4096, &mut bitmap, never),
+            Err(ArchError::Refused(DirtyBitmapError::UnknownSlot {
+                slot: 5
+            }))
+        );
+        slots.update(5, 129 * 4096, || Ok::<(), ()>(())).unwrap();
+        assert_eq!(
+            slots.checked_get(5, 4096, &mut bitmap[..2], never),
+            Err(ArchError::Refused(DirtyBitmapError::TooShort {
+                ioctl: "KVM_GET_DIRTY_LOG",
+                slot: 5,
+                needed: 3,
+                len: 2
+            }))
+        );
+        // The ioctl's own error comes back unchanged.
+        let failing = |words: &mut [u64]| {
+            assert_eq!(words.len(), 3);
+            Err(ArchError::Ioctl(libc::EFAULT))
+        };
+        assert_eq!(
+            slots.checked_get(5, 4096, &mut bitmap, failing),
+            Err(ArchError::Ioctl(libc::EFAULT))
+        );
+        // At 64 KiB pages the same slot is 9 pages: one word.
+        let mut words_seen = 0;
+        slots
+            .checked_get(5, 0x1_0000, &mut bitmap, |w| {
+                words_seen = w.len();
+                Ok::<(), ArchError>(())
+            })
+            .unwrap();
+        assert_eq!(words_seen, 1);
+    }
+
+    #[test]
+    fn clear_bitmaps_must_cover_num_pages() {
+        assert_eq!(check_clear_bitmap(0, 0, &[]), Ok(()));
+        assert_eq!(check_clear_bitmap(0, 64, &[0]), Ok(()));
+        assert_eq!(
+            check_clear_bitmap(2, 65, &[0]).unwrap_err().to_string(),
+            "KVM_CLEAR_DIRTY_LOG for slot 2 needs a bitmap of 2 words, the buffer has 1"
+        );
+        assert_eq!(bitmap_words(u64::from(u32::MAX)), 1 << 26);
     }
 
     #[test]

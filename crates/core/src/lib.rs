@@ -17,8 +17,9 @@ mod vm;
 pub use arch::{Arch, ArchExitOutcome, RunOutcome};
 pub use capability::{Capability, CapabilityValue};
 pub use dirty::{
-    le_bitmap_to_native, DirtyGfn, DirtyLogArch, SlotSizes, DIRTY_GFN_F_DIRTY, DIRTY_GFN_F_RESET,
-    DIRTY_LOG_PAGE_OFFSET, MANUAL_PROTECT_ENABLE, MANUAL_PROTECT_INITIALLY_SET,
+    check_clear_bitmap, le_bitmap_to_native, DirtyBitmapError, DirtyGfn, DirtyLogArch, SlotSizes,
+    DIRTY_GFN_F_DIRTY, DIRTY_GFN_F_RESET, DIRTY_LOG_PAGE_OFFSET, MANUAL_PROTECT_ENABLE,
+    MANUAL_PROTECT_INITIALLY_SET,
 };
 pub use error::{BoxError, DecodeError, Error, Result};
 pub use exit::{SystemEventKind, VcpuExit};
