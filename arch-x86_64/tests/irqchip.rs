@@ -7,11 +7,13 @@
 // Guest addresses and vectors here are small constants that fit every narrower type.
 #![allow(clippy::cast_possible_truncation)]
 
+mod common;
+
 use kvmkit_arch_x86_64::{
     BootSetup, EoiHandler, GdtLayout, IrqchipMode, PortIoBus, SplitIrqchip, VcpuConfig, VmConfig,
     X86Io, X86Vm, IOAPIC_ADDR, IOAPIC_SIZE, X86_64,
 };
-use kvmkit_core::{Arch, ArchExitOutcome, Capability, MemoryFlags, SlotId, UserMemoryRegion};
+use kvmkit_core::{Arch, ArchExitOutcome, Capability};
 use kvmkit_core::{Kvm, VcpuExit, VcpuId, Vm};
 use kvmkit_irq::{InterruptController, Msi};
 use kvmkit_test_support::kvm_or_skip;
@@ -22,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use vm_device::bus::{MmioAddress, PioAddress, PioAddressOffset};
 use vm_device::{DeviceMmio, MutDevicePio};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 const CODE: u64 = 0x10000;
@@ -143,15 +145,15 @@ impl Machine {
     /// Boots the guest with `irqchip`, its IOAPIC entry for `PIN` being `low`.
     fn start(kvm: &Kvm<X86_64>, irqchip: IrqchipMode, low: u32) -> Machine {
         let (code, handlers) = guest_code(low);
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20000)]).unwrap();
-        mem.write_slice(&code, GuestAddress(CODE)).unwrap();
-        mem.write_slice(&handlers, GuestAddress(HANDLERS)).unwrap();
         let mut idt = vec![0u8; 0x1000];
         for (i, v) in [PIN_VECTOR, MSI_VECTOR].into_iter().enumerate() {
             let at = usize::from(v) * 16;
             idt[at..at + 16].copy_from_slice(&gate(HANDLERS + 0x20 * i as u64));
         }
-        mem.write_slice(&idt, GuestAddress(IDT)).unwrap();
+        let mem = common::memory(
+            0x20000,
+            &[(CODE, &code), (HANDLERS, &handlers), (IDT, &idt)],
+        );
         let vm = Arc::new(
             kvm.create_vm(&VmConfig {
                 irqchip,
@@ -159,19 +161,9 @@ impl Machine {
             })
             .unwrap(),
         );
-        let r = mem.iter().next().unwrap();
         // SAFETY: `mem` lives in `Machine` next to the VM, and the vCPU
         // thread is joined before `Machine` is dropped.
-        unsafe {
-            vm.set_user_memory_region(&UserMemoryRegion {
-                slot: SlotId(0),
-                flags: MemoryFlags::NONE,
-                guest_phys_addr: 0,
-                memory_size: r.len(),
-                userspace_addr: r.as_ptr() as u64,
-            })
-        }
-        .unwrap();
+        unsafe { common::add_slot(&vm, &mem) };
         let mut vcpu = vm.create_vcpu(VcpuId(0), &VcpuConfig::default()).unwrap();
         vcpu.setup_boot(
             &mem,

@@ -4,41 +4,24 @@
 // Guest addresses here are small constants that fit every narrower type.
 #![allow(clippy::cast_possible_truncation)]
 
+mod common;
+
+use common::Guest;
 use kvmkit_arch_x86_64::{
     msr_one_reg_id, BootSetup, GuestDebugBuilder, IoDirection, IrqchipMode, VcpuConfig, VmConfig,
     X86Exit, X86_64,
 };
 use kvmkit_core::{
-    Capability, Error, Kvm, MemoryFlags, SlotId, UserMemoryRegion, Vcpu, VcpuExit, VcpuId, Vm,
+    Capability, Error, Kvm, MemoryFlags, SlotId, UserMemoryRegion, Vcpu, VcpuExit, VcpuId,
 };
 use kvmkit_test_support::kvm_or_skip;
 use std::time::Duration;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::GuestMemoryBackend;
 
 const CODE: u64 = 0x10000;
 
-struct Guest {
-    vm: Vm<X86_64>,
-    mem: GuestMemoryMmap,
-}
-
 fn guest_with(kvm: &Kvm<X86_64>, cfg: &VmConfig, code: &[u8]) -> Guest {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x20000)]).unwrap();
-    mem.write_slice(code, GuestAddress(CODE)).unwrap();
-    let vm = kvm.create_vm(cfg).unwrap();
-    let r = mem.iter().next().unwrap();
-    // SAFETY: `mem` lives next to the VM in `Guest`.
-    unsafe {
-        vm.set_user_memory_region(&UserMemoryRegion {
-            slot: SlotId(0),
-            flags: MemoryFlags::NONE,
-            guest_phys_addr: 0,
-            memory_size: r.len(),
-            userspace_addr: r.as_ptr() as u64,
-        })
-    }
-    .unwrap();
-    Guest { vm, mem }
+    common::guest(kvm, cfg, common::memory(0x20000, &[(CODE, code)]))
 }
 
 fn guest(kvm: &Kvm<X86_64>, code: &[u8]) -> Guest {

@@ -8,15 +8,15 @@
 // Guest addresses here are small constants that fit every narrower type.
 #![allow(clippy::cast_possible_truncation)]
 
+mod common;
+
 use kvmkit_arch_x86_64::{
     BootSetup, IoDirection, IrqchipMode, ProfileMismatch, VcpuConfig, VmConfig, X86AbiProfile,
     X86Exit, X86_64,
 };
-use kvmkit_core::{
-    Error, Kvm, MemoryFlags, SlotId, SnapshotArch, UserMemoryRegion, Vcpu, VcpuExit, VcpuId, Vm,
-};
+use kvmkit_core::{Error, Kvm, SnapshotArch, Vcpu, VcpuExit, VcpuId, Vm};
 use kvmkit_test_support::kvm_or_skip;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 const MEM_SIZE: usize = 0x20000;
 const CODE: u64 = 0x10000;
@@ -57,25 +57,9 @@ fn restore<A: SnapshotArch>(
     Ok((vm, vcpus))
 }
 
+/// Guest memory holding `image` at GPA 0.
 fn memory(image: &[u8]) -> GuestMemoryMmap {
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
-    mem.write_slice(image, GuestAddress(0)).unwrap();
-    mem
-}
-
-fn add_slot(vm: &Vm<X86_64>, mem: &GuestMemoryMmap) {
-    let r = mem.iter().next().unwrap();
-    // SAFETY: every test keeps `mem` alive until after the VM is dropped.
-    unsafe {
-        vm.set_user_memory_region(&UserMemoryRegion {
-            slot: SlotId(0),
-            flags: MemoryFlags::NONE,
-            guest_phys_addr: 0,
-            memory_size: r.len(),
-            userspace_addr: r.as_ptr() as u64,
-        })
-    }
-    .unwrap();
+    common::memory(MEM_SIZE, &[(0, image)])
 }
 
 /// Real mode at 0x10000:
@@ -128,7 +112,8 @@ fn kvm_generic_snapshot_of_a_paused_vm_continues_in_a_new_vm() {
     let vcpu_cfg = VcpuConfig::default();
     let mem = memory(&echo_guest());
     let vm = kvm.create_vm(&vm_cfg).unwrap();
-    add_slot(&vm, &mem);
+    // SAFETY: `mem` is dropped after `vm` (below, in one tuple).
+    unsafe { common::add_slot(&vm, &mem) };
     let mut vcpu = vm.create_vcpu(VcpuId(0), &vcpu_cfg).unwrap();
     let boot = BootSetup::RealMode {
         cs_base: CODE as u32,
@@ -148,8 +133,10 @@ fn kvm_generic_snapshot_of_a_paused_vm_continues_in_a_new_vm() {
     drop((vcpu, vm, mem));
 
     let mem = memory(&image);
-    let (vm, mut vcpus) =
-        restore::<X86_64>(&kvm, &json, &vm_cfg, &vcpu_cfg, |vm| add_slot(vm, &mem)).unwrap();
+    // SAFETY: `mem` lives until the end of the test, after the restored VM
+    // is dropped.
+    let add_memory = |vm: &Vm<X86_64>| unsafe { common::add_slot(vm, &mem) };
+    let (vm, mut vcpus) = restore::<X86_64>(&kvm, &json, &vm_cfg, &vcpu_cfg, add_memory).unwrap();
     assert_eq!(echoed(&mut vcpus[0]), 0x42, "the `in` kept its data");
     answer_in(&mut vcpus[0], 0x43);
     assert_eq!(echoed(&mut vcpus[0]), 0x43);

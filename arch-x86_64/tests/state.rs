@@ -10,15 +10,16 @@
 // Guest addresses, vectors and counts here are small constants that fit every narrower type.
 #![allow(clippy::cast_possible_truncation)]
 
+mod common;
+
+use common::Guest as Machine;
 use kvmkit_arch_x86_64::kvm_bindings::{kvm_mp_state, KVM_MP_STATE_HALTED, KVM_MP_STATE_RUNNABLE};
 use kvmkit_arch_x86_64::{
     abi_profile, restore_vm_state, save_vm_state, BootSetup, Error as X86Error, GdtLayout,
     IoDirection, IrqchipMode, ProfileMismatch, StatePiece, VcpuConfig, VmConfig, X86AbiProfile,
     X86Exit, X86VcpuState, X86VmState, X86_64,
 };
-use kvmkit_core::{
-    Error, Kicker, Kvm, MemoryFlags, SlotId, UserMemoryRegion, Vcpu, VcpuExit, VcpuId, Vm,
-};
+use kvmkit_core::{Error, Kicker, Kvm, Vcpu, VcpuExit, VcpuId};
 use kvmkit_irq::{InterruptController, Msi};
 use kvmkit_test_support::kvm_or_skip;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +27,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress};
 
 const MEM_SIZE: usize = 0x20000;
 const CODE: u64 = 0x10000;
@@ -35,30 +36,11 @@ const IDT: u64 = 0x11000;
 const COUNTER: u64 = 0x9000;
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A VM and the memory behind its one slot (dropped after the VM).
-struct Machine {
-    vm: Vm<X86_64>,
-    mem: GuestMemoryMmap,
-}
-
+/// A VM made with `cfg` whose one slot holds `image` (the memory is
+/// dropped after the VM).
 fn machine(kvm: &Kvm<X86_64>, cfg: &VmConfig, image: &[u8]) -> Machine {
     assert_eq!(image.len(), MEM_SIZE);
-    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
-    mem.write_slice(image, GuestAddress(0)).unwrap();
-    let vm = kvm.create_vm(cfg).unwrap();
-    let r = mem.iter().next().unwrap();
-    // SAFETY: `mem` lives next to the VM in `Machine` and is dropped after it.
-    unsafe {
-        vm.set_user_memory_region(&UserMemoryRegion {
-            slot: SlotId(0),
-            flags: MemoryFlags::NONE,
-            guest_phys_addr: 0,
-            memory_size: r.len(),
-            userspace_addr: r.as_ptr() as u64,
-        })
-    }
-    .unwrap();
-    Machine { vm, mem }
+    common::guest(kvm, cfg, common::memory(MEM_SIZE, &[(0, image)]))
 }
 
 impl Machine {
