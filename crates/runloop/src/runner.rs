@@ -145,9 +145,29 @@ impl<A: Arch, V: RunVcpu<A> + 'static> fmt::Debug for RunLoop<A, V> {
 impl<A: Arch, V: RunVcpu<A> + 'static> RunLoop<A, V> {
     /// Spawns a thread named `vcpu N` for each vCPU and starts them running.
     pub fn start(vcpus: Vec<V>, buses: Arc<Buses<A>>) -> Result<(Self, Receiver<VcpuReport>)> {
+        Self::start_in(vcpus, buses, RunState::Running)
+    }
+
+    /// Like [`RunLoop::start`], but the vCPUs wait, paused, until
+    /// [`RunLoop::resume`]: no guest code runs before. For a VM whose state
+    /// is restored (a snapshot, an incoming migration) or inspected first.
+    pub fn start_paused(
+        vcpus: Vec<V>,
+        buses: Arc<Buses<A>>,
+    ) -> Result<(Self, Receiver<VcpuReport>)> {
+        Self::start_in(vcpus, buses, RunState::Paused)
+    }
+
+    fn start_in(
+        vcpus: Vec<V>,
+        buses: Arc<Buses<A>>,
+        state: RunState,
+    ) -> Result<(Self, Receiver<VcpuReport>)> {
         let (tx, rx) = channel();
+        let control = Control::default();
+        control.set(state);
         let mut rl = RunLoop {
-            control: Arc::new(Control::default()),
+            control: Arc::new(control),
             kickers: Vec::new(),
             threads: Vec::new(),
             _arch: PhantomData,

@@ -240,3 +240,25 @@ fn kvm_pause_during_an_exit_finishes_its_io_first() {
         "RIP is past the `in`, not on the `hlt` yet"
     );
 }
+
+#[test]
+fn kvm_start_paused_runs_nothing_until_resumed() {
+    let Some(kvm) = kvm_or_skip!(X86_64) else {
+        return;
+    };
+    // out 0x61, al ; hlt
+    let g = guest(&kvm, &[0xe6, 0x61, 0xf4]);
+    let (probe, writes) = Probe::new(0);
+    let mut pio = PortIoBus::new();
+    pio.register(0x60, 2, Arc::new(probe)).unwrap();
+    let buses = Arc::new(Buses::<X86_64>::new(MmioBus::new(), pio.into()));
+    let (rl, events) = RunLoop::start_paused(vec![g.vcpu(0, 1)], buses).unwrap();
+    assert_eq!(rl.state(), RunState::Paused);
+    // Paused already: pause returns at once, and nothing ran.
+    rl.pause(WAIT).unwrap();
+    assert!(writes.recv_timeout(Duration::from_millis(200)).is_err());
+    rl.resume().unwrap();
+    assert_eq!(writes.recv_timeout(WAIT).unwrap().0, 1);
+    let r = events.recv_timeout(WAIT).unwrap();
+    assert!(matches!(r.event, VcpuEvent::Halted), "{r:?}");
+}
