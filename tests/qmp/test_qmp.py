@@ -167,6 +167,19 @@ async def next_event(listener, name):
     return ev
 
 
+async def dirty_rate(qmp, args):
+    """Runs calc-dirty-rate with ``args``; polls until measured."""
+    assert await qmp.execute("calc-dirty-rate", args) == {}
+    deadline = time.monotonic() + WAIT
+    while True:
+        info = await qmp.execute("query-dirty-rate", {"calc-time-unit": "millisecond"})
+        if info["status"] == "measured":
+            return info
+        assert info["status"] == "measuring" and "dirty-rate" not in info, info
+        assert time.monotonic() < deadline, info
+        await asyncio.sleep(0.1)
+
+
 class Raw:
     """A raw socket client, for what a well-behaved client never sends."""
 
@@ -214,8 +227,12 @@ async def invalid_input(qmp, vm):
         "GenericError", "Calculation time is out of range [50ms, 60000ms].")
     assert await error_of(qmp, "calc-dirty-rate", {"calc-time": 1, "sample-pages": 5}) == (
         "GenericError", "sample-pages is out of range[128, 16384].")
-    cls, desc = await error_of(qmp, "calc-dirty-rate", {"calc-time": 1, "mode": "dirty-bitmap"})
-    assert cls == "GenericError" and "dirty-bitmap" in desc, desc
+    # The VM logs dirty pages in bitmaps (--dirty-log bitmap, the default).
+    assert await error_of(qmp, "calc-dirty-rate", {"calc-time": 1, "mode": "dirty-ring"}) == (
+        "GenericError", "mode dirty-ring is not enabled, use other method instead.")
+    assert await error_of(qmp, "calc-dirty-rate",
+                          {"calc-time": 1, "mode": "dirty-bitmap", "sample-pages": 512}) == (
+        "GenericError", "sample-pages is used only in page-sampling mode")
 
     # What qemu.qmp never sends, over a raw socket.
     raw = Raw(vm.sock)
@@ -304,18 +321,14 @@ async def scenario_powerdown(vmm):
         assert await qmp.execute("query-dirty-rate") == {
             "status": "unstarted", "start-time": 0, "calc-time": 0,
             "calc-time-unit": "second", "sample-pages": 0, "mode": "page-sampling"}
-        assert await qmp.execute("calc-dirty-rate", {
-            "calc-time": 500, "calc-time-unit": "millisecond", "sample-pages": 1024}) == {}
-        deadline = time.monotonic() + WAIT
-        while True:
-            info = await qmp.execute("query-dirty-rate", {"calc-time-unit": "millisecond"})
-            if info["status"] == "measured":
-                break
-            assert info["status"] == "measuring" and "dirty-rate" not in info, info
-            assert time.monotonic() < deadline, info
-            await asyncio.sleep(0.1)
+        info = await dirty_rate(qmp, {"calc-time": 500, "calc-time-unit": "millisecond",
+                                      "sample-pages": 1024})
         assert info["mode"] == "page-sampling" and info["sample-pages"] == 1024, info
         assert info["calc-time"] >= 500 and info["dirty-rate"] >= 0, info
+        info = await dirty_rate(qmp, {"calc-time": 300, "calc-time-unit": "millisecond",
+                                      "mode": "dirty-bitmap"})
+        assert info["mode"] == "dirty-bitmap" and info["sample-pages"] == 0, info
+        assert info["calc-time"] >= 300 and info["dirty-rate"] >= 0, info
         # The longest measurement cannot end before the VM does: a second
         # one is refused meanwhile.
         assert await qmp.execute("calc-dirty-rate", {"calc-time": 60}) == {}

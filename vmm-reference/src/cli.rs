@@ -1,8 +1,8 @@
 //! The command line of `vmm-reference`.
 
 use crate::{
-    DiskConfig, IrqchipChoice, KernelSource, NetConfig, SerialConfig, VmmConfig, DEFAULT_CMDLINE,
-    DEFAULT_MEMORY_MIB,
+    DirtyLogChoice, DiskConfig, IrqchipChoice, KernelSource, NetConfig, SerialConfig, VmmConfig,
+    DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB,
 };
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -76,6 +76,12 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
 
+    /// How KVM logs dirty pages: `bitmap` (dirty bitmaps, manual protect
+    /// where available) or `ring` (per-vCPU dirty rings); the QMP
+    /// calc-dirty-rate modes dirty-bitmap and dirty-ring need the matching one.
+    #[arg(long, value_name = "bitmap|ring", default_value = "bitmap")]
+    pub dirty_log: DirtyLogChoice,
+
     /// A client command instead of running a VM.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -125,6 +131,7 @@ impl From<Cli> for VmmConfig {
             nets: c.net,
             irqchip: c.irqchip,
             api_socket: c.api_socket,
+            dirty_log: c.dirty_log,
         }
     }
 }
@@ -233,6 +240,10 @@ mod tests {
         assert!(parse_command_line(["qmp", "/s", "a", "b", "c"]).is_err());
         let c = parse_args(["--api-socket", "/run/vm.sock", "--vcpus", "2"]).unwrap();
         assert_eq!(c.api_socket, Some("/run/vm.sock".into()));
+        assert_eq!(c.dirty_log, DirtyLogChoice::Bitmap);
+        let c = parse_args(["--dirty-log", "ring"]).unwrap();
+        assert_eq!(c.dirty_log, DirtyLogChoice::Ring);
+        assert!(parse_args(["--dirty-log", "pml"]).is_err());
         assert!(parse_args(["--api-socket"]).is_err());
     }
 }

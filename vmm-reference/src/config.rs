@@ -167,6 +167,38 @@ impl std::str::FromStr for IrqchipChoice {
     }
 }
 
+/// How KVM logs dirty pages for this VM (what `calc-dirty-rate` modes and,
+/// later, migration use); chosen when the VM is created, as QEMU's
+/// `-accel kvm,dirty-ring-size=N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DirtyLogChoice {
+    /// Dirty bitmaps (`KVM_GET_DIRTY_LOG`, with manual protect where the
+    /// kernel has it): QMP mode `dirty-bitmap`.
+    #[default]
+    Bitmap,
+    /// Per-vCPU dirty rings: QMP mode `dirty-ring`.
+    Ring,
+}
+
+impl std::str::FromStr for DirtyLogChoice {
+    type Err = String;
+
+    /// Parses `bitmap` or `ring`.
+    ///
+    /// ```
+    /// use kvmkit_vmm_reference::DirtyLogChoice;
+    /// assert_eq!("ring".parse(), Ok(DirtyLogChoice::Ring));
+    /// assert!("log".parse::<DirtyLogChoice>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bitmap" => Ok(DirtyLogChoice::Bitmap),
+            "ring" => Ok(DirtyLogChoice::Ring),
+            _ => Err(format!("'{s}' is not one of bitmap, ring")),
+        }
+    }
+}
+
 /// Everything the VMM needs to build and run a VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VmmConfig {
@@ -190,6 +222,8 @@ pub struct VmmConfig {
     pub irqchip: IrqchipChoice,
     /// Where to serve QMP (`--api-socket`), if anywhere.
     pub api_socket: Option<PathBuf>,
+    /// How KVM logs dirty pages.
+    pub dirty_log: DirtyLogChoice,
 }
 
 impl Default for VmmConfig {
@@ -205,6 +239,7 @@ impl Default for VmmConfig {
             nets: Vec::new(),
             irqchip: IrqchipChoice::Kernel,
             api_socket: None,
+            dirty_log: DirtyLogChoice::Bitmap,
         }
     }
 }

@@ -137,6 +137,9 @@ pub enum Error {
     /// A virtio device could not be created (bad disk image, tap…).
     #[error(transparent)]
     Virtio(#[from] kvmkit_virtio::Error),
+    /// The dirty log asked for (`--dirty-log ring`) could not be set up.
+    #[error(transparent)]
+    DirtyLog(#[from] kvmkit_dirty_log::Error),
     /// The QMP control socket could not be set up.
     #[error(transparent)]
     Qmp(#[from] crate::qmp::Error),

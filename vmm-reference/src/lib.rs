@@ -17,8 +17,8 @@ pub use crate::core::{
 };
 pub use cli::{parse_args, parse_command_line, Cli, Invocation, QmpCommand};
 pub use config::{
-    DiskConfig, IrqchipChoice, KernelSource, NetConfig, SerialConfig, VmmConfig, DEFAULT_CMDLINE,
-    DEFAULT_MEMORY_MIB,
+    DirtyLogChoice, DiskConfig, IrqchipChoice, KernelSource, NetConfig, SerialConfig, VmmConfig,
+    DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB,
 };
 pub use error::{Error, Result};
 pub use vmm::{Vmm, MAX_VCPUS, MIN_MEMORY_MIB, PC_NAME};

@@ -4,12 +4,15 @@
 
 use crate::core::{ControlRequest, MachineStatus, RunStatus, PAUSE_TIMEOUT};
 use crate::devices::{AcpiPm, LevelIrq};
-use crate::qmp::{self, DirtyRateMode, MachineError, QapiEnum, RunState, VcpuInfo};
-use kvmkit_core::{RunVcpu, VcpuExit, VcpuId};
+use crate::qmp::{self, DirtyCount, DirtyRateMode, MachineError, QapiEnum, RunState, VcpuInfo};
+use crate::HostArch;
+use kvmkit_core::{RunVcpu, SlotId, VcpuExit, VcpuId};
+use kvmkit_dirty_log::DirtyTracker;
 use kvmkit_irq::InterruptController;
+use kvmkit_memory::SlotTable;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use vm_memory::GuestMemoryMmap;
 
@@ -70,6 +73,105 @@ impl<A: kvmkit_core::Arch, V: RunVcpu<A>> RunVcpu<A> for ThreadTracked<V> {
     }
 }
 
+/// KVM's dirty log and the slot table whose logging it turns on and off.
+pub(crate) struct DirtySource {
+    pub(crate) tracker: Arc<DirtyTracker<HostArch>>,
+    pub(crate) table: Arc<Mutex<SlotTable<HostArch>>>,
+}
+
+impl DirtySource {
+    fn table(&self) -> MutexGuard<'_, SlotTable<HostArch>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Turns logging on for every writable slot and forgets what the first
+    /// harvest reports (with `KVM_DIRTY_LOG_INITIALLY_SET`, every page), as
+    /// QEMU does before a dirty-bitmap measurement.
+    fn start(self) -> Result<TrackerCount, MachineError> {
+        let err = |what: &str, e: kvmkit_dirty_log::Error| {
+            MachineError(format!("cannot {what} dirty logging: {e}"))
+        };
+        let mut slots = Vec::new();
+        {
+            let mut table = self.table();
+            let ids: Vec<SlotId> = table
+                .iter()
+                .filter(|s| !s.is_read_only())
+                .map(|s| s.id())
+                .collect();
+            for id in ids {
+                if let Err(e) = self.tracker.enable_logging(&mut table, id) {
+                    for &done in &slots {
+                        let _ = self.tracker.disable_logging(&mut table, done);
+                    }
+                    return Err(err("start", e));
+                }
+                slots.push(id);
+            }
+        }
+        let count = TrackerCount {
+            source: self,
+            slots,
+        };
+        count
+            .source
+            .tracker
+            .harvest()
+            .map_err(|e| err("start", e))?;
+        for &id in &count.slots {
+            let _ = count.source.tracker.take(id);
+        }
+        Ok(count)
+    }
+}
+
+/// A dirty-log measurement in progress: logging is on for `slots`.
+struct TrackerCount {
+    source: DirtySource,
+    slots: Vec<SlotId>,
+}
+
+impl TrackerCount {
+    /// Turns logging off again (also when the measurement is dropped
+    /// unfinished); returns the pages dirtied meanwhile.
+    fn stop(&mut self) -> Result<u64, MachineError> {
+        let mut table = self.source.table();
+        let mut pages = 0u64;
+        let mut first_err = None;
+        for id in self.slots.drain(..) {
+            match self.source.tracker.disable_logging(&mut table, id) {
+                Ok(bitmap) => pages += bitmap.count() as u64,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            None => Ok(pages),
+            Some(e) => Err(MachineError(format!("cannot stop dirty logging: {e}"))),
+        }
+    }
+}
+
+impl Drop for TrackerCount {
+    fn drop(&mut self) {
+        if !self.slots.is_empty() {
+            let _ = self.stop();
+        }
+    }
+}
+
+impl qmp::DirtyPageCounter for TrackerCount {
+    fn finish(mut self: Box<Self>) -> Result<DirtyCount, MachineError> {
+        let pages = self.stop()?;
+        // The tracker counts pages per slot, not per vCPU.
+        Ok(DirtyCount {
+            pages,
+            per_vcpu: None,
+        })
+    }
+}
+
 /// How long `query-cpus-fast` waits for a vCPU thread that has not entered
 /// the guest yet (only right after start).
 const TID_WAIT: Duration = Duration::from_secs(1);
@@ -82,6 +184,8 @@ pub(crate) struct VmmMachine {
     pub(crate) tids: Vec<Arc<AtomicI64>>,
     pub(crate) memory: Arc<GuestMemoryMmap>,
     pub(crate) target: &'static str,
+    /// KVM's dirty log, or why there is none.
+    pub(crate) dirty: Result<DirtySource, String>,
 }
 
 impl std::fmt::Debug for VmmMachine {
@@ -182,9 +286,21 @@ impl qmp::Machine for VmmMachine {
         &self,
         mode: DirtyRateMode,
     ) -> Result<Box<dyn qmp::DirtyPageCounter>, MachineError> {
-        Err(MachineError(format!(
-            "mode {} is not available in this build, use page-sampling instead",
-            mode.name()
-        )))
+        let source = self
+            .dirty
+            .as_ref()
+            .map_err(|why| MachineError(format!("mode {} is not available: {why}", mode.name())))?;
+        // As QEMU: the ring mode needs the ring, the bitmap mode its absence.
+        if source.tracker.backend().is_ring() != (mode == DirtyRateMode::DirtyRing) {
+            return Err(MachineError(format!(
+                "mode {} is not enabled, use other method instead.",
+                mode.name()
+            )));
+        }
+        let source = DirtySource {
+            tracker: source.tracker.clone(),
+            table: source.table.clone(),
+        };
+        Ok(Box::new(source.start()?))
     }
 }

@@ -11,7 +11,8 @@ use crate::kernel::{load_initramfs, load_kernel, BootEntry, HIMEM_START};
 use crate::machine::{GsiLine, ThreadTracked, VmmMachine};
 use crate::qmp::{Dispatcher, EventBus, QmpServer};
 use crate::{
-    terminal, Error, HostArch, IrqchipChoice, KernelSource, Result, SerialConfig, VmmConfig,
+    terminal, DirtyLogChoice, Error, HostArch, IrqchipChoice, KernelSource, Result, SerialConfig,
+    VmmConfig,
 };
 use kvm_ioctls::IoEventAddress;
 use kvmkit_arch_x86_64::{
@@ -22,6 +23,7 @@ use kvmkit_arch_x86_64::{
     MPTABLE_START,
 };
 use kvmkit_core::{MemoryFlags, Vcpu, VcpuId, Vm};
+use kvmkit_dirty_log::{DirtyTracker, Preference};
 use kvmkit_irq::InterruptController;
 use kvmkit_memory::{pc_layout, GuestMemoryHandle, RegionConfig, SlotTable};
 use kvmkit_runloop::{Buses, MmioBus};
@@ -30,7 +32,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{channel, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
@@ -79,7 +81,9 @@ fn host_ram_mib() -> Option<u64> {
 /// A VM built from a [`VmmConfig`], ready to run.
 pub struct Vmm {
     vm: Arc<Vm<HostArch>>,
-    memory: SlotTable<HostArch>,
+    memory: Arc<Mutex<SlotTable<HostArch>>>,
+    /// KVM's dirty log for this VM, or why there is none.
+    dirty: std::result::Result<Arc<DirtyTracker<HostArch>>, String>,
     vcpus: Vec<Vcpu<HostArch>>,
     buses: Arc<Buses<HostArch>>,
     serial: Arc<Mutex<SerialPort>>,
@@ -132,7 +136,7 @@ impl std::fmt::Debug for Vmm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Vmm")
             .field("vcpus", &self.vcpus.len())
-            .field("ram_bytes", &self.memory.total_bytes())
+            .field("ram_bytes", &self.memory().total_bytes())
             .finish_non_exhaustive()
     }
 }
@@ -275,6 +279,21 @@ impl Vmm {
             pit: config.irqchip == IrqchipChoice::Kernel,
             ..Default::default()
         })?);
+
+        // The dirty log: one tracker per VM, created before any vCPU (the
+        // ring needs that) and before logging is on anywhere.
+        let dirty = match config.dirty_log {
+            DirtyLogChoice::Ring => Ok(Arc::new(DirtyTracker::new(
+                vm.clone(),
+                Preference::Ring {
+                    bytes: kvmkit_dirty_log::DEFAULT_RING_BYTES,
+                },
+            )?)),
+            DirtyLogChoice::Bitmap => DirtyTracker::new(vm.clone(), Preference::ManualProtect)
+                .or_else(|_| DirtyTracker::new(vm.clone(), Preference::GetLog))
+                .map(Arc::new)
+                .map_err(|e| e.to_string()),
+        };
 
         // Memory: RAM with the PC holes, and a read-only BIOS area for tables.
         let mut memory = SlotTable::<HostArch>::for_vm(vm.clone())?;
@@ -465,7 +484,12 @@ impl Vmm {
                 VirtioBackend::Net(n) => attach(&vm, &mut mmio, base, n, mem, line)?,
             });
         }
-        let buses = Arc::new(Buses::<HostArch>::new(mmio, arch_io));
+        let mut buses = Buses::<HostArch>::new(mmio, arch_io);
+        if let Some(t) = dirty.as_ref().ok().filter(|t| t.backend().is_ring()) {
+            // A full ring is harvested before its vCPU enters again.
+            buses = buses.with_dirty_ring_full(t.ring_full_hook());
+        }
+        let buses = Arc::new(buses);
 
         let vcpu_config = VcpuConfig {
             cpuid: Some(CpuidPolicy {
@@ -477,7 +501,12 @@ impl Vmm {
         };
         let mut vcpus = Vec::new();
         for id in 0..config.vcpus {
-            vcpus.push(vm.create_vcpu(VcpuId(id), &vcpu_config)?);
+            let vcpu = vm.create_vcpu(VcpuId(id), &vcpu_config)?;
+            if let Ok(t) = &dirty {
+                // Maps the vCPU's ring (ring backend; nothing otherwise).
+                t.attach_vcpu(&vcpu)?;
+            }
+            vcpus.push(vcpu);
         }
         // The BSP starts at the kernel entry; KVM holds the APs in
         // wait-for-SIPI until the guest starts them through its LAPIC.
@@ -486,6 +515,7 @@ impl Vmm {
         // The control socket: bound now, so that a bad path is a set-up
         // error; it accepts connections once the VM runs.
         let tids: Vec<Arc<AtomicI64>> = vcpus.iter().map(|_| Arc::new(AtomicI64::new(0))).collect();
+        let memory = Arc::new(Mutex::new(memory));
         let (control, qmp) = match &config.api_socket {
             None => (MachineControl::none(), None),
             Some(path) => {
@@ -500,6 +530,10 @@ impl Vmm {
                     tids: tids.clone(),
                     memory: mem.clone(),
                     target: "x86_64",
+                    dirty: dirty.clone().map(|tracker| crate::machine::DirtySource {
+                        tracker,
+                        table: memory.clone(),
+                    }),
                 };
                 let dispatcher = Arc::new(Dispatcher::new(Arc::new(machine), events));
                 (control, Some(QmpServer::bind(path, dispatcher)?))
@@ -509,6 +543,7 @@ impl Vmm {
         Ok(Vmm {
             vm,
             memory,
+            dirty,
             vcpus,
             buses,
             serial,
@@ -528,9 +563,15 @@ impl Vmm {
         &self.vm
     }
 
-    /// The memory-slot table.
-    pub fn memory(&self) -> &SlotTable<HostArch> {
-        &self.memory
+    /// The memory-slot table (locked: the QMP dirty-rate measurement turns
+    /// dirty logging on and off through it while the VM runs).
+    pub fn memory(&self) -> MutexGuard<'_, SlotTable<HostArch>> {
+        self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// KVM's dirty log for this VM (`--dirty-log`), or why there is none.
+    pub fn dirty_tracker(&self) -> std::result::Result<&Arc<DirtyTracker<HostArch>>, &str> {
+        self.dirty.as_ref().map_err(String::as_str)
     }
 
     /// Runs the VM until the guest powers off, resets or fails, or the user
