@@ -4,6 +4,7 @@
 use kvmkit_irq::{
     check_range, Error, GsiRouting, InterruptController, Msi, Result, RouteEntry, RoutingTable,
 };
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::os::fd::{AsRawFd, RawFd};
 use vm_device::bus::{MmioAddress, MmioAddressOffset};
@@ -44,6 +45,9 @@ const RTE_LOW_WRITABLE: u64 = 0xfff | 1 << 13 | RTE_TRIGGER_LEVEL | RTE_MASKED;
 /// Bits of the high dword the guest may write: the destination (56–63) and
 /// the extended destination (48–55).
 const RTE_HIGH_WRITABLE: u64 = 0xffff << 48;
+/// Bits a redirection entry of this model can hold: what the guest writes,
+/// and remote IRR (delivery status is never kept set).
+const RTE_STATE_BITS: u64 = RTE_LOW_WRITABLE | RTE_HIGH_WRITABLE | RTE_REMOTE_IRR;
 
 /// One redirection-table entry (two 32-bit IOAPIC registers).
 ///
@@ -56,7 +60,10 @@ const RTE_HIGH_WRITABLE: u64 = 0xffff << 48;
 /// assert_eq!(msi.address, 0xfee0_3000);
 /// assert_eq!(msi.data, 0x8041);
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+///
+/// With serde it is its 64-bit value (a JSON number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct RedirectionEntry(pub u64);
 
 impl RedirectionEntry {
@@ -127,6 +134,216 @@ impl RedirectionEntry {
                 | u32::from(self.level_triggered()) << 15,
             devid: None,
         }
+    }
+}
+
+/// The saved state of an [`Ioapic`]: its registers and line levels, for a
+/// snapshot (serde; the container that holds it carries the format version).
+///
+/// Carried: the ID, IOREGSEL, the redirection table (its length is the pin
+/// count), the pending/asserted pins (`irr`) and the line levels (`lines`).
+/// In JSON the two pin masks are hex strings (`"0x210"`: pins 4 and 9),
+/// since a 128-bit JSON number is not portable.
+///
+/// Not carried, because they belong to the VMM that restores, not to the
+/// guest: the MSI routes of GSIs from `pins` up ([`Ioapic::set_msi_route`]),
+/// the resample fds ([`Ioapic::add_resample`]), the kept error, and the sink.
+/// The routes of the pins are not carried either: they follow from the
+/// table, and [`Ioapic::restore`] installs them again.
+///
+/// ```
+/// use kvmkit_arch_x86_64::{IoapicState, RedirectionEntry};
+/// // 24 pins; pin 4 unmasked (vector 0x34, edge) and its line high.
+/// let mut table = vec![RedirectionEntry::RESET; 24];
+/// table[4] = RedirectionEntry(0x34);
+/// let s = IoapicState { id: 0, ioregsel: 0x18, irr: 0, lines: 1 << 4, table };
+/// let json = serde_json::to_string(&s).unwrap();
+/// assert!(json.contains(r#""lines":"0x10""#));
+/// let back: IoapicState = serde_json::from_str(&json).unwrap();
+/// assert_eq!(back, s);
+/// back.check()?;
+/// # Ok::<(), kvmkit_arch_x86_64::IoapicStateError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IoapicState {
+    /// The IOAPIC's ID (bits 24–27 of the ID register), 0 to 15.
+    pub id: u32,
+    /// IOREGSEL: the register IOWIN reaches, 0 to 0xff.
+    pub ioregsel: u32,
+    /// Bit *n* set: pin *n* holds a pending edge, or its level-triggered
+    /// line is asserted.
+    #[serde(with = "pin_mask")]
+    pub irr: u128,
+    /// Bit *n* set: pin *n*'s line is asserted.
+    #[serde(with = "pin_mask")]
+    pub lines: u128,
+    /// One entry per pin.
+    pub table: Vec<RedirectionEntry>,
+}
+
+/// Why a saved [`IoapicState`] was refused, or what failed while
+/// [`Ioapic::restore`] applied it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IoapicStateError {
+    /// The table's length is not a possible pin count.
+    #[error("saved IOAPIC state has {pins} pins, an IOAPIC has 1 to {IOAPIC_MAX_PINS}")]
+    PinCount {
+        /// The table's length.
+        pins: usize,
+    },
+    /// The state is of an IOAPIC with another pin count.
+    #[error("saved IOAPIC state has {pins} pins, this IOAPIC has {expected}")]
+    PinCountMismatch {
+        /// The table's length.
+        pins: usize,
+        /// The pins of the IOAPIC restored into.
+        expected: u32,
+    },
+    /// The ID does not fit its 4 bits.
+    #[error("saved IOAPIC state has ID {id:#x}, the ID has 4 bits")]
+    Id {
+        /// The saved ID.
+        id: u32,
+    },
+    /// IOREGSEL does not fit its 8 bits.
+    #[error("saved IOAPIC state selects register {ioregsel:#x}, IOREGSEL has 8 bits")]
+    Ioregsel {
+        /// The saved IOREGSEL.
+        ioregsel: u32,
+    },
+    /// A pin mask has bits past the last pin.
+    #[error("saved IOAPIC state has {mask} bits {bits:#x} past its {pins} pins")]
+    PinMask {
+        /// `irr` or `lines`.
+        mask: &'static str,
+        /// The bits past the last pin.
+        bits: u128,
+        /// The pin count.
+        pins: u32,
+    },
+    /// A redirection entry this model cannot hold.
+    #[error("saved IOAPIC redirection entry {entry:#018x} of pin {pin} {reason}")]
+    Entry {
+        /// The pin.
+        pin: u32,
+        /// The entry.
+        entry: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A level-triggered pin whose IRR bit is not its line level.
+    #[error("saved IOAPIC state has level-triggered pin {pin} with an IRR bit unlike its line")]
+    LevelIrr {
+        /// The pin.
+        pin: u32,
+    },
+    /// Installing the restored pins' GSI routes (`KVM_SET_GSI_ROUTING`)
+    /// failed.
+    #[error("cannot install the GSI routes of the restored IOAPIC")]
+    InstallRoutes(#[source] Error),
+    /// Delivering a restored pending interrupt (`KVM_SIGNAL_MSI`) failed.
+    #[error("cannot deliver the pending interrupt of restored IOAPIC pin {pin}")]
+    Deliver {
+        /// The pin.
+        pin: u32,
+        /// The sink's error.
+        #[source]
+        source: Error,
+    },
+}
+
+impl IoapicState {
+    /// The pin count: the table's length.
+    ///
+    /// ```
+    /// use kvmkit_arch_x86_64::{IoapicState, RedirectionEntry};
+    /// let table = vec![RedirectionEntry::RESET; 8];
+    /// let s = IoapicState { id: 0, ioregsel: 0, irr: 0, lines: 0, table };
+    /// assert_eq!(s.pins(), 8);
+    /// ```
+    pub fn pins(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Checks that an IOAPIC could have been in this state: 1 to
+    /// [`IOAPIC_MAX_PINS`] pins, the ID and IOREGSEL in range, no pin-mask
+    /// bit past the last pin, entries holding only bits the guest can write
+    /// and remote IRR (the latter only when level-triggered), and for each
+    /// level-triggered pin an IRR bit equal to its line level.
+    ///
+    /// ```
+    /// use kvmkit_arch_x86_64::{IoapicState, IoapicStateError, RedirectionEntry};
+    /// let table = vec![RedirectionEntry::RESET; 24];
+    /// let s = IoapicState { id: 0, ioregsel: 0, irr: 0, lines: 1 << 24, table };
+    /// assert!(matches!(s.check(), Err(IoapicStateError::PinMask { mask: "lines", .. })));
+    /// ```
+    pub fn check(&self) -> std::result::Result<(), IoapicStateError> {
+        let pins = match u32::try_from(self.table.len()) {
+            Ok(p) if (1..=IOAPIC_MAX_PINS).contains(&p) => p,
+            _ => {
+                return Err(IoapicStateError::PinCount {
+                    pins: self.table.len(),
+                })
+            }
+        };
+        if self.id > 0xf {
+            return Err(IoapicStateError::Id { id: self.id });
+        }
+        if self.ioregsel > 0xff {
+            return Err(IoapicStateError::Ioregsel {
+                ioregsel: self.ioregsel,
+            });
+        }
+        // `pins` is at most 120, so the shift stays inside the u128.
+        let outside = !((1u128 << pins) - 1);
+        for (mask, v) in [("irr", self.irr), ("lines", self.lines)] {
+            if v & outside != 0 {
+                return Err(IoapicStateError::PinMask {
+                    mask,
+                    bits: v & outside,
+                    pins,
+                });
+            }
+        }
+        for (pin, e) in (0..pins).zip(&self.table) {
+            let bad = |reason| IoapicStateError::Entry {
+                pin,
+                entry: e.0,
+                reason,
+            };
+            if e.0 & !RTE_STATE_BITS != 0 {
+                return Err(bad("sets reserved or delivery-status bits"));
+            }
+            if e.remote_irr() && !e.level_triggered() {
+                return Err(bad("is edge-triggered with remote IRR set"));
+            }
+            if e.level_triggered() && (self.irr ^ self.lines) & bit(pin) != 0 {
+                return Err(IoapicStateError::LevelIrr { pin });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serde for a pin mask as a `0x`-prefixed hex string.
+mod pin_mask {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{v:#x}"))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let s = String::deserialize(d)?;
+        let digits = s
+            .strip_prefix("0x")
+            .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| D::Error::custom(format!("pin mask {s:?} is not a 0x hex number")))?;
+        u128::from_str_radix(digits, 16)
+            .map_err(|_| D::Error::custom(format!("pin mask {s:?} has more than 128 bits")))
     }
 }
 
@@ -372,12 +589,13 @@ impl<C: InterruptController + GsiRouting> Ioapic<C> {
         self.sink.set_routing(&self.routes)
     }
 
-    /// Makes the GSI route of `pin` follow its redirection entry.
-    fn update_route(&mut self, pin: u32) -> Result<()> {
+    /// Makes the table's route of `pin` follow its redirection entry (a
+    /// masked entry has none); true if that changed the table.
+    fn sync_route(&mut self, pin: u32) -> Result<bool> {
         let e = self.table[pin as usize];
         let want = (!e.masked()).then(|| RouteEntry::msi(pin, e.msi()));
         if self.routes.routes(pin).next().copied() == want {
-            return Ok(());
+            return Ok(false);
         }
         match want {
             Some(r) => self.routes.replace(r)?,
@@ -385,7 +603,98 @@ impl<C: InterruptController + GsiRouting> Ioapic<C> {
                 self.routes.remove(pin);
             }
         }
+        Ok(true)
+    }
+
+    /// Makes the GSI route of `pin` follow its redirection entry, and
+    /// installs the table if that changed it.
+    fn update_route(&mut self, pin: u32) -> Result<()> {
+        if self.sync_route(pin)? {
+            self.install_routes()?;
+        }
+        Ok(())
+    }
+
+    /// The saved state of the IOAPIC, for a snapshot: see [`IoapicState`].
+    ///
+    /// ```
+    /// # use kvmkit_arch_x86_64::{Ioapic, X86Vm};
+    /// # fn f(io: &Ioapic<X86Vm>) {
+    /// let s = io.state();
+    /// assert_eq!(s.pins(), io.pins() as usize);
+    /// # }
+    /// ```
+    pub fn state(&self) -> IoapicState {
+        IoapicState {
+            id: self.id,
+            ioregsel: self.ioregsel,
+            irr: self.irr,
+            lines: self.lines,
+            table: self.table.clone(),
+        }
+    }
+
+    /// Puts the IOAPIC in `state` (saved by [`Ioapic::state`], maybe in
+    /// another process), keeping its sink, the MSI routes of GSIs from
+    /// `pins` up and its resample fds.
+    ///
+    /// The state is checked first ([`IoapicState::check`], and its pin
+    /// count must be this IOAPIC's): a refused state changes nothing.
+    /// Then, as when the guest writes an entry, every pin's GSI route is
+    /// made to follow its restored entry, and the routing table is
+    /// installed (once, even if unchanged: it is what the kernel delivers
+    /// irqfds by and learns its EOI-exit vectors from). Last, every pin is
+    /// serviced as after a guest write: an asserted level-triggered line
+    /// that is unmasked and not waiting for an EOI is delivered, as is a
+    /// pending edge on an unmasked pin. A level-triggered pin whose remote
+    /// IRR is set is not delivered again now: its vector is in the restored
+    /// LAPIC, and the guest's EOI delivers it again if the line is still
+    /// asserted, as it would have on the source.
+    ///
+    /// Call it after the vCPUs' LAPIC state is restored (a delivery before
+    /// would be overwritten), and before the devices whose irqfds go through
+    /// the pins' routes are restored.
+    ///
+    /// An error of the sink ([`IoapicStateError::InstallRoutes`],
+    /// [`IoapicStateError::Deliver`]) comes after the registers were
+    /// restored: the VM should not be resumed then.
+    ///
+    /// ```
+    /// # use kvmkit_arch_x86_64::{Ioapic, X86Vm};
+    /// # fn f(saved: &Ioapic<X86Vm>, fresh: &mut Ioapic<X86Vm>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let state = saved.state();
+    /// fresh.restore(&state)?;
+    /// assert_eq!(fresh.state(), state);
+    /// # Ok(()) }
+    /// ```
+    pub fn restore(&mut self, state: &IoapicState) -> std::result::Result<(), IoapicStateError> {
+        state.check()?;
+        if state.table.len() != self.pins as usize {
+            return Err(IoapicStateError::PinCountMismatch {
+                pins: state.table.len(),
+                expected: self.pins,
+            });
+        }
+        self.id = state.id;
+        self.ioregsel = state.ioregsel;
+        self.irr = state.irr;
+        self.lines = state.lines;
+        self.table.copy_from_slice(&state.table);
+        for pin in 0..self.pins {
+            self.sync_route(pin)
+                .map_err(IoapicStateError::InstallRoutes)?;
+        }
         self.install_routes()
+            .map_err(IoapicStateError::InstallRoutes)?;
+        let mut result = Ok(());
+        for pin in 0..self.pins {
+            if let Err(source) = self.service(pin) {
+                if result.is_ok() {
+                    result = Err(IoapicStateError::Deliver { pin, source });
+                }
+            }
+        }
+        result
     }
 
     /// Routes `gsi` (from `pins` up: lower GSIs belong to the pins) to
@@ -535,6 +844,7 @@ pub(crate) mod tests {
         pub tables: Arc<Mutex<Vec<RoutingTable>>>,
         pub irqfds: Arc<Mutex<Vec<(RawFd, u32, bool)>>>,
         pub fail: Arc<Mutex<bool>>,
+        pub fail_routing: Arc<Mutex<bool>>,
     }
 
     impl Lapics {
@@ -590,6 +900,13 @@ pub(crate) mod tests {
 
     impl GsiRouting for Lapics {
         fn set_routing(&self, t: &RoutingTable) -> Result<()> {
+            if *self.fail_routing.lock().unwrap() {
+                return Err(Error::SetRouting {
+                    ioctl: "KVM_SET_GSI_ROUTING",
+                    entries: t.len(),
+                    source: std::io::Error::from_raw_os_error(libc::EINVAL),
+                });
+            }
             self.tables.lock().unwrap().push(t.clone());
             Ok(())
         }
@@ -807,6 +1124,160 @@ pub(crate) mod tests {
         io.remove_resample(10, &irqfd);
         io.end_of_interrupt(0x4a).unwrap();
         assert!(rs.read().is_err(), "removed: not signalled");
+    }
+
+    /// An IOAPIC driven into a state with something of everything: pin 4
+    /// edge to APIC 1, pin 5 masked with a pending edge, pin 9 level
+    /// asserted and waiting for its EOI, pin 12 level asserted but masked,
+    /// ID 3, IOREGSEL left on pin 9's high dword.
+    fn driven() -> (Ioapic<Lapics>, Lapics) {
+        let (mut io, l) = ioapic();
+        write_reg(&mut io, REG_ID, 3 << 24);
+        program(&mut io, 4, 0x34, 1);
+        io.set_irq(5, true).unwrap();
+        program(&mut io, 9, 0x49 | 1 << 15, 2);
+        io.set_irq(9, true).unwrap();
+        program(&mut io, 12, 0x4c | 1 << 15 | 1 << 16, 0);
+        io.set_irq(12, true).unwrap();
+        io.write(IOREGSEL, &[0x23]);
+        assert_eq!(l.take().len(), 1, "pin 9 delivered");
+        (io, l)
+    }
+
+    fn pin_routes(t: &RoutingTable, pins: u32) -> Vec<RouteEntry> {
+        t.iter().filter(|r| r.gsi < pins).copied().collect()
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let (io, _) = driven();
+        let s = io.state();
+        assert_eq!((s.id, s.ioregsel, s.pins()), (3, 0x23, 24));
+        assert_eq!(s.lines, 1 << 5 | 1 << 9 | 1 << 12);
+        assert_eq!(s.irr, 1 << 5 | 1 << 9 | 1 << 12);
+        assert!(s.table[9].remote_irr());
+        s.check().unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""irr":"0x1220""#), "{json}");
+        let back: IoapicState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn restored_ioapic_routes_and_delivers_like_the_saved_one() {
+        let (mut src, ls) = driven();
+        let state = src.state();
+        let (mut dst, ld) = ioapic();
+        dst.set_msi_route(40, Some(Msi::default())).unwrap();
+        dst.restore(&state).unwrap();
+        assert_eq!(dst.state(), state);
+        // The routes of the pins are installed at once, the VMM's MSI
+        // route (GSI 40) is kept.
+        let installed = ld.last_table();
+        assert_eq!(pin_routes(&installed, 24), pin_routes(&ls.last_table(), 24));
+        assert_eq!(pin_routes(&installed, 24).len(), 2, "pins 4 and 9");
+        assert_eq!(installed.routes(40).count(), 1);
+        assert!(ld.take().is_empty(), "pin 9 waits for its EOI");
+        // The same accesses give the same MSIs and register values.
+        let mut same = |f: &dyn Fn(&mut Ioapic<Lapics>)| {
+            f(&mut src);
+            f(&mut dst);
+            let (a, b) = (ls.take(), ld.take());
+            assert_eq!(a, b);
+            a.len()
+        };
+        assert_eq!(same(&|io| io.set_irq(4, true).unwrap()), 1, "pin 4's edge");
+        assert_eq!(same(&|io| drop(io.end_of_interrupt(0x49).unwrap())), 1);
+        assert_eq!(same(&|io| write_reg(io, 0x1a, 0x35)), 1, "pin 5's edge");
+        assert_eq!(same(&|io| write_reg(io, 0x28, 0x4c | 1 << 15)), 1);
+        let mut a = [0u8; 4];
+        let mut b = [0u8; 4];
+        src.read(IOWIN, &mut a);
+        dst.read(IOWIN, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(read_reg(&mut src, REG_ID), read_reg(&mut dst, REG_ID));
+    }
+
+    #[test]
+    fn restore_delivers_an_asserted_level_line_not_waiting_for_eoi() {
+        let (src, _) = ioapic();
+        let mut s = src.state();
+        s.table[7] = RedirectionEntry(0x47 | 1 << 15);
+        s.lines = 1 << 7;
+        s.irr = 1 << 7;
+        let (mut dst, l) = ioapic();
+        dst.restore(&s).unwrap();
+        assert_eq!(l.take()[0].data, 0x8047);
+        assert!(dst.redirection_entry(7).unwrap().remote_irr());
+    }
+
+    #[test]
+    fn malformed_states_are_refused_and_change_nothing() {
+        let (io, _) = driven();
+        let good = io.state();
+        let (mut dst, l) = ioapic();
+        let before = dst.state();
+        type Spoil = fn(&mut IoapicState);
+        let cases: Vec<(Spoil, &str)> = vec![
+            (|s| s.table.clear(), "has 0 pins, an IOAPIC has 1 to 120"),
+            (
+                |s| s.table.resize(121, RedirectionEntry::RESET),
+                "has 121 pins, an IOAPIC has 1 to 120",
+            ),
+            (
+                |s| {
+                    s.table.truncate(8);
+                    (s.irr, s.lines) = (0, 0);
+                },
+                "has 8 pins, this IOAPIC has 24",
+            ),
+            (|s| s.id = 0x10, "has ID 0x10, the ID has 4 bits"),
+            (|s| s.ioregsel = 0x100, "IOREGSEL has 8 bits"),
+            (|s| s.irr |= 1 << 24, "irr bits 0x1000000 past its 24 pins"),
+            (|s| s.lines |= 1 << 100, "lines bits"),
+            (|s| s.table[3].0 |= RTE_DELIVERY_STATUS, "delivery-status"),
+            (|s| s.table[3].0 |= 1 << 20, "reserved"),
+            (
+                |s| s.table[3].0 |= RTE_REMOTE_IRR,
+                "edge-triggered with remote IRR",
+            ),
+            (|s| s.irr &= !(1 << 9), "level-triggered pin 9"),
+        ];
+        for (spoil, msg) in cases {
+            let mut s = good.clone();
+            spoil(&mut s);
+            let e = dst.restore(&s).unwrap_err();
+            assert!(e.to_string().contains(msg), "{e} / {msg}");
+            assert_eq!(dst.state(), before);
+        }
+        assert!(l.tables.lock().unwrap().is_empty(), "nothing installed");
+        // Pin masks are 0x hex strings of at most 128 bits.
+        let json = serde_json::to_string(&good).unwrap();
+        for bad in ["\"0x\"", "\"1220\"", "\"0x+1\"", "\"0xzz\"", "4640"] {
+            let j = json.replace("\"0x1220\"", bad);
+            assert!(serde_json::from_str::<IoapicState>(&j).is_err(), "{bad}");
+        }
+        let j = json.replace("\"0x1220\"", &format!("\"0x1{}\"", "0".repeat(32)));
+        let e = serde_json::from_str::<IoapicState>(&j).unwrap_err();
+        assert!(e.to_string().contains("more than 128 bits"), "{e}");
+        let j = json.replacen('{', r#"{"extra":1,"#, 1);
+        assert!(serde_json::from_str::<IoapicState>(&j).is_err());
+    }
+
+    #[test]
+    fn restore_reports_sink_errors() {
+        let (io, _) = driven();
+        let (mut dst, l) = ioapic();
+        *l.fail_routing.lock().unwrap() = true;
+        let e = dst.restore(&io.state()).unwrap_err();
+        assert!(matches!(e, IoapicStateError::InstallRoutes(_)), "{e}");
+        *l.fail_routing.lock().unwrap() = false;
+        let mut s = io.state();
+        s.table[9].0 &= !RTE_REMOTE_IRR;
+        *l.fail.lock().unwrap() = true;
+        let e = dst.restore(&s).unwrap_err();
+        assert!(matches!(e, IoapicStateError::Deliver { pin: 9, .. }), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub use debug::GuestDebugBuilder;
 pub use error::{Error, Result};
 pub use exit::{decode_exit, IoDirection, X86Exit, EXIT_REASONS};
 pub use facts::uapi_facts;
-pub use ioapic::{Ioapic, RedirectionEntry, IOAPIC_MAX_PINS, IOAPIC_VERSION, MSI_ADDRESS_BASE};
+pub use ioapic::{
+    Ioapic, IoapicState, IoapicStateError, RedirectionEntry, IOAPIC_MAX_PINS, IOAPIC_VERSION,
+    MSI_ADDRESS_BASE,
+};
 pub use kvmkit_core::CapabilityValue;
 pub use msrs::{boot_msr_entries, msr_one_reg_id};
 pub use pio::PortIoBus;

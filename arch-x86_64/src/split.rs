@@ -1,6 +1,6 @@
 //! The split irqchip: in-kernel LAPICs, the IOAPIC in userspace.
 
-use crate::{EoiHandler, Ioapic};
+use crate::{EoiHandler, Ioapic, IoapicState, IoapicStateError};
 use kvmkit_irq::{Error, GsiRouting, InterruptController, Msi, Result};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use vmm_sys_util::eventfd::EventFd;
@@ -77,6 +77,33 @@ impl<C: InterruptController + GsiRouting + Clone> SplitIrqchip<C> {
     /// call ([`Ioapic::take_error`]).
     pub fn take_error(&self) -> Option<Error> {
         self.lock().take_error()
+    }
+
+    /// The saved state of the IOAPIC ([`Ioapic::state`]); the LAPICs' is
+    /// in the vCPUs' state. The chip holds no other state of its own.
+    ///
+    /// ```no_run
+    /// # use kvmkit_arch_x86_64::{SplitIrqchip, X86Vm};
+    /// # fn f(chip: &SplitIrqchip<X86Vm>) {
+    /// let json = serde_json::to_string(&chip.state()).unwrap();
+    /// # }
+    /// ```
+    pub fn state(&self) -> IoapicState {
+        self.lock().state()
+    }
+
+    /// Puts the IOAPIC in `state` ([`Ioapic::restore`]: checked first,
+    /// routes installed again, pending lines delivered). Call it after the
+    /// vCPUs' LAPIC state is restored.
+    ///
+    /// ```no_run
+    /// # use kvmkit_arch_x86_64::{IoapicState, SplitIrqchip, X86Vm};
+    /// # fn f(chip: &SplitIrqchip<X86Vm>, saved: &IoapicState) -> Result<(), Box<dyn std::error::Error>> {
+    /// chip.restore(saved)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn restore(&self, state: &IoapicState) -> std::result::Result<(), IoapicStateError> {
+        self.lock().restore(state)
     }
 }
 
@@ -184,6 +211,30 @@ mod tests {
         *l.fail.lock().unwrap() = true;
         chip.end_of_interrupt(0x5b);
         assert!(chip.take_error().is_some(), "a failed re-delivery is kept");
+    }
+
+    #[test]
+    fn state_and_restore_go_to_the_ioapic() {
+        let l = Lapics::default();
+        let chip = SplitIrqchip::new(l.clone(), 24).unwrap();
+        write_reg(&*chip.ioapic(), 0x10 + 2 * 4, 0x34);
+        let state = chip.state();
+        assert_eq!(state.table[4].vector(), 0x34);
+        let l2 = Lapics::default();
+        let fresh = SplitIrqchip::new(l2.clone(), 24).unwrap();
+        fresh.restore(&state).unwrap();
+        assert_eq!(fresh.state(), state);
+        assert_eq!(l2.last_table().routes(4).count(), 1);
+        fresh.set_irq(4, true).unwrap();
+        assert_eq!(l2.take()[0].data, 0x34);
+        let small = SplitIrqchip::new(Lapics::default(), 8).unwrap();
+        assert!(matches!(
+            small.restore(&state),
+            Err(IoapicStateError::PinCountMismatch {
+                pins: 24,
+                expected: 8
+            })
+        ));
     }
 
     #[test]
