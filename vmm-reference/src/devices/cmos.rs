@@ -2,6 +2,9 @@
 //!
 //! vm-superio only has the PL031 RTC (Arm); x86 guests read the CMOS one.
 
+use super::state::hex_bytes;
+use super::DeviceStateError;
+use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 use vm_device::bus::{PioAddress, PioAddressOffset};
 use vm_device::MutDevicePio;
@@ -24,11 +27,69 @@ impl Clock for HostClock {
     }
 }
 
+/// The saved state of a [`Cmos`]: the index register and the 128 bytes of
+/// NVRAM (a hex string in JSON).
+///
+/// Carried: the index the guest last selected, and the NVRAM, which holds
+/// what the guest wrote and the memory-size bytes the VMM set (the same
+/// machine is restored, so they stay right).
+///
+/// Not carried: the time. The clock registers read the host's clock at each
+/// access, in UTC, so after a restore the guest sees the host's time, as
+/// QEMU's `-rtc base=utc` does, not the time it saw when it was saved;
+/// the gap is the guest's to notice (as after a suspend). The status
+/// registers A–D are fixed in this model (A 0x26, B 0x02, C 0x00, D 0x80:
+/// the guest's writes to them are ignored), so there is nothing of them to
+/// carry. The NVRAM bytes at the clock and status offsets (0x00–0x0d, 0x32)
+/// are never read and are carried as they are.
+///
+/// ```
+/// use kvmkit_vmm_reference::devices::CmosState;
+/// let s = CmosState { index: 0x10, nvram: vec![0; 128] };
+/// s.check()?;
+/// let json = serde_json::to_string(&s).unwrap();
+/// assert_eq!(serde_json::from_str::<CmosState>(&json).unwrap(), s);
+/// # Ok::<(), kvmkit_vmm_reference::devices::DeviceStateError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CmosState {
+    /// The selected register, 0 to 0x7f (the NMI-mask bit is not kept).
+    pub index: u8,
+    /// The NVRAM: exactly 128 bytes.
+    #[serde(with = "hex_bytes")]
+    pub nvram: Vec<u8>,
+}
+
+impl CmosState {
+    /// Checks that a CMOS could be in this state: an index below 0x80 and
+    /// 128 bytes of NVRAM.
+    ///
+    /// ```
+    /// use kvmkit_vmm_reference::devices::{CmosState, DeviceStateError};
+    /// let s = CmosState { index: 0x80, nvram: vec![0; 128] };
+    /// assert!(matches!(s.check(), Err(DeviceStateError::CmosIndex { index: 0x80 })));
+    /// ```
+    pub fn check(&self) -> Result<(), DeviceStateError> {
+        if self.nvram.len() != NVRAM_LEN {
+            return Err(DeviceStateError::CmosNvram {
+                len: self.nvram.len(),
+            });
+        }
+        if self.index > 0x7f {
+            return Err(DeviceStateError::CmosIndex { index: self.index });
+        }
+        Ok(())
+    }
+}
+
+const NVRAM_LEN: usize = 128;
+
 /// The CMOS RTC and its 128 bytes of NVRAM.
 #[derive(Debug)]
 pub struct Cmos<C: Clock = HostClock> {
     index: u8,
-    nvram: [u8; 128],
+    nvram: [u8; NVRAM_LEN],
     clock: C,
 }
 
@@ -103,6 +164,45 @@ impl<C: Clock> Cmos<C> {
             nvram,
             clock,
         }
+    }
+
+    /// The saved state of the CMOS, for a snapshot: see [`CmosState`].
+    ///
+    /// ```
+    /// use kvmkit_vmm_reference::devices::Cmos;
+    /// let c = Cmos::new(512 << 20, 0);
+    /// assert_eq!(c.state().nvram.len(), 128);
+    /// ```
+    pub fn state(&self) -> CmosState {
+        CmosState {
+            index: self.index,
+            nvram: self.nvram.to_vec(),
+        }
+    }
+
+    /// Puts the CMOS in `state` (saved by [`Cmos::state`], maybe in another
+    /// process), keeping its clock: the guest reads the host's time from
+    /// now on. The state is checked first ([`CmosState::check`]); a refused
+    /// state changes nothing.
+    ///
+    /// ```
+    /// use kvmkit_vmm_reference::devices::Cmos;
+    /// use vm_device::{bus::PioAddress, MutDevicePio};
+    /// let mut a = Cmos::new(512 << 20, 0);
+    /// a.pio_write(PioAddress(0x70), 0, &[0x40]);
+    /// a.pio_write(PioAddress(0x70), 1, &[0x99]);
+    /// let mut b = Cmos::new(512 << 20, 0);
+    /// b.restore(&a.state())?;
+    /// let mut d = [0u8];
+    /// b.pio_read(PioAddress(0x70), 1, &mut d);
+    /// assert_eq!(d, [0x99]);
+    /// # Ok::<(), kvmkit_vmm_reference::devices::DeviceStateError>(())
+    /// ```
+    pub fn restore(&mut self, state: &CmosState) -> Result<(), DeviceStateError> {
+        state.check()?;
+        self.index = state.index;
+        self.nvram.copy_from_slice(&state.nvram);
+        Ok(())
     }
 
     fn read_reg(&self, reg: u8) -> u8 {
@@ -208,5 +308,81 @@ mod tests {
         c.pio_write(PioAddress(0x70), 0, &[SECONDS]);
         c.pio_write(PioAddress(0x70), 1, &[0x33]);
         assert_eq!(read(&mut c, SECONDS), 0, "the clock is not NVRAM");
+    }
+
+    #[test]
+    fn state_round_trips_and_restores_nvram_and_index_not_time() {
+        let mut a = Cmos::with_clock(3 << 30, 1 << 30, Fixed(1_000_000));
+        a.pio_write(PioAddress(0x70), 0, &[0x40]);
+        a.pio_write(PioAddress(0x70), 1, &[0x99]);
+        a.pio_write(PioAddress(0x70), 0, &[0x80 | 0x41]);
+        let s = a.state();
+        assert_eq!(s.index, 0x41, "the NMI-mask bit is not kept");
+        let json = serde_json::to_string(&s).unwrap();
+        let back: CmosState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        // Another clock and another memory size: the NVRAM comes from the
+        // state, the time from the new clock.
+        let mut b = Cmos::with_clock(256 << 20, 0, Fixed(2_000_000));
+        b.restore(&back).unwrap();
+        assert_eq!(b.state(), s);
+        let mut d = [0u8];
+        b.pio_write(PioAddress(0x70), 0, &[0x41]);
+        b.pio_read(PioAddress(0x70), 0, &mut d);
+        assert_eq!(d, [0x41]);
+        for reg in [0x40, 0x34, 0x35, 0x5c, 0x10] {
+            assert_eq!(read(&mut a, reg), read(&mut b, reg), "{reg:#x}");
+        }
+        assert_ne!(
+            read(&mut a, DAY),
+            read(&mut b, DAY),
+            "host time, not saved time"
+        );
+    }
+
+    #[test]
+    fn malformed_states_are_refused_and_change_nothing() {
+        let mut c = Cmos::with_clock(512 << 20, 0, Fixed(0));
+        let before = c.state();
+        for (s, msg) in [
+            (
+                CmosState {
+                    index: 0,
+                    nvram: vec![0; 127],
+                },
+                "127 bytes of NVRAM, the CMOS has 128",
+            ),
+            (
+                CmosState {
+                    index: 0,
+                    nvram: vec![0; 4096],
+                },
+                "4096 bytes",
+            ),
+            (
+                CmosState {
+                    index: 0xff,
+                    nvram: vec![0; 128],
+                },
+                "selects register 0xff, the index has 7 bits",
+            ),
+        ] {
+            let e = c.restore(&s).unwrap_err();
+            assert!(e.to_string().contains(msg), "{e} / {msg}");
+            assert_eq!(c.state(), before);
+        }
+        let zero = CmosState {
+            index: 0,
+            nvram: vec![0; 128],
+        };
+        let json = serde_json::to_string(&zero).unwrap();
+        let hex = format!(r#""nvram":"{}""#, "0".repeat(256));
+        assert!(json.contains(&hex), "{json}");
+        for bad in [r#""nvram":"0""#, r#""nvram":"zz""#, r#""nvram":[0]"#] {
+            let j = json.replace(&hex, bad);
+            assert!(serde_json::from_str::<CmosState>(&j).is_err(), "{bad}");
+        }
+        let j = json.replace(r#""index":0"#, r#""index":256"#);
+        assert!(serde_json::from_str::<CmosState>(&j).is_err(), "u8 index");
     }
 }

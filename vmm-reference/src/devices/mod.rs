@@ -3,17 +3,22 @@
 //! Each follows vm-superio's pattern: generic over small traits, knowing
 //! nothing of KVM, buses or threads; `*Port` wrappers adapt them to
 //! vm-device's port I/O traits.
+//!
+//! For snapshots each has a serde state (`*State`), a `state()` and a
+//! `restore()`; [`DevicesState`] groups them under a format version.
 
 mod acpi_pm;
 mod cmos;
 mod i8042;
 mod serial;
+mod state;
 
-pub use acpi_pm::{AcpiPm, LevelIrq, NoIrq};
-pub use cmos::Cmos;
+pub use acpi_pm::{AcpiPm, AcpiPmState, LevelIrq, NoIrq};
 pub use cmos::HostClock;
-pub use i8042::I8042Port;
-pub use serial::{EventFdTrigger, SerialOut, SerialPort};
+pub use cmos::{Clock, Cmos, CmosState};
+pub use i8042::{I8042Port, I8042PortState};
+pub use serial::{EventFdTrigger, SerialOut, SerialPort, SerialPortState};
+pub use state::{DeviceStateError, DevicesState};
 
 use std::sync::mpsc::Sender;
 use std::sync::Mutex;
