@@ -607,3 +607,33 @@ fn kvm_api_socket_errors_are_set_up_errors() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot bind the API socket"), "{stderr}");
 }
+
+#[test]
+fn kvm_shutdown_reasons_follow_the_cause() {
+    let Some(()) = kvm_or_skip!() else { return };
+    // The guest resets (i8042): the VMM ends, as QEMU with -no-reboot.
+    let (mut vm, path) = start("reset", &[], "echo:ready");
+    vm.expect(kvmkit_test_guest::PROMPT);
+    let mut q = Qmp::open(&path);
+    vm.send("reboot\r");
+    let sd = q.event("SHUTDOWN");
+    assert_eq!(sd["data"], json!({"guest": true, "reason": "guest-reset"}));
+    let (status, stderr, _) = vm.wait();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+
+    // SIGTERM: host-signal.
+    let (mut vm, path) = start("signal", &[], "echo:ready");
+    vm.expect(kvmkit_test_guest::PROMPT);
+    let mut q = Qmp::open(&path);
+    let killed = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -TERM {}", vm.child.id()))
+        .status()
+        .expect("run sh");
+    assert!(killed.success());
+    let sd = q.event("SHUTDOWN");
+    assert_eq!(sd["data"], json!({"guest": false, "reason": "host-signal"}));
+    let (status, stderr, _) = vm.wait();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!path.exists());
+}
