@@ -82,6 +82,18 @@ pub struct Cli {
     #[arg(long, value_name = "bitmap|ring", default_value = "bitmap")]
     pub dirty_log: DirtyLogChoice,
 
+    /// Wait for an incoming live migration on URI (`tcp:HOST:PORT` or
+    /// `unix:PATH`) instead of booting: start with the source's --memory,
+    /// --vcpus and --irqchip; the guest continues once the state arrives.
+    #[arg(long, value_name = "URI")]
+    pub incoming: Option<crate::MigrationUri>,
+
+    /// Restore the snapshot in DIR (made by QMP `snapshot-save`) instead of
+    /// booting: start with the saved VM's --memory, --vcpus and --irqchip.
+    /// Its memory file is mapped copy-on-write, read as the guest touches it.
+    #[arg(long, value_name = "DIR", conflicts_with = "incoming")]
+    pub restore: Option<PathBuf>,
+
     /// A client command instead of running a VM.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -132,6 +144,8 @@ impl From<Cli> for VmmConfig {
             irqchip: c.irqchip,
             api_socket: c.api_socket,
             dirty_log: c.dirty_log,
+            incoming: c.incoming,
+            restore: c.restore,
         }
     }
 }

@@ -224,6 +224,10 @@ pub struct VmmConfig {
     pub api_socket: Option<PathBuf>,
     /// How KVM logs dirty pages.
     pub dirty_log: DirtyLogChoice,
+    /// Wait for an incoming migration here instead of booting.
+    pub incoming: Option<crate::MigrationUri>,
+    /// Restore this snapshot directory instead of booting.
+    pub restore: Option<PathBuf>,
 }
 
 impl Default for VmmConfig {
@@ -240,6 +244,8 @@ impl Default for VmmConfig {
             irqchip: IrqchipChoice::Kernel,
             api_socket: None,
             dirty_log: DirtyLogChoice::Bitmap,
+            incoming: None,
+            restore: None,
         }
     }
 }

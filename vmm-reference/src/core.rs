@@ -31,6 +31,8 @@ pub enum VmmExit {
         /// Its program counter, when it could be read.
         pc: Option<u64>,
     },
+    /// The VM was migrated: the destination runs the guest now.
+    Migrated,
     /// KVM could not run a vCPU.
     KvmFailure {
         /// The vCPU.
@@ -47,7 +49,11 @@ impl VmmExit {
     /// a KVM failure.
     pub fn code(&self) -> i32 {
         match self {
-            VmmExit::PowerOff | VmmExit::Reset | VmmExit::Quit | VmmExit::Halted => 0,
+            VmmExit::PowerOff
+            | VmmExit::Reset
+            | VmmExit::Quit
+            | VmmExit::Halted
+            | VmmExit::Migrated => 0,
             VmmExit::TripleFault { .. } => 3,
             VmmExit::KvmFailure { .. } => 4,
         }
@@ -190,7 +196,18 @@ pub enum ControlRequest {
     Resume(Sender<std::result::Result<(), kvmkit_runloop::Error>>),
     /// End the VM ([`ShutdownCause::HostQmpQuit`]).
     Quit,
+    /// Save the state of the paused VM with the control's state saver (see
+    /// [`MachineControl::with_state_saver`]); refused while running.
+    SaveState(Sender<std::result::Result<serde_json::Value, String>>),
+    /// The VM was migrated away: end it ([`VmmExit::Migrated`]).
+    Migrated,
 }
+
+/// Saves the state of a paused VM: given the vCPUs (a `&mut Vec<V>` of the
+/// machine's vCPU type, as `Any`), returns the whole state as JSON.
+pub type StateSaver = Arc<
+    dyn Fn(&mut dyn std::any::Any) -> std::result::Result<serde_json::Value, String> + Send + Sync,
+>;
 
 /// How a control API is plugged into [`run_machine_with`]: where its
 /// requests come from, who hears about state changes, and the shared state.
@@ -198,6 +215,7 @@ pub struct MachineControl {
     requests: Option<Receiver<ControlRequest>>,
     observer: Option<Arc<dyn MachineObserver>>,
     status: Arc<MachineStatus>,
+    saver: Option<StateSaver>,
 }
 
 impl std::fmt::Debug for MachineControl {
@@ -217,6 +235,7 @@ impl MachineControl {
             requests: None,
             observer: None,
             status: Arc::new(MachineStatus::new()),
+            saver: None,
         }
     }
 
@@ -232,9 +251,17 @@ impl MachineControl {
                 requests: Some(rx),
                 observer,
                 status,
+                saver: None,
             },
             tx,
         )
+    }
+
+    /// Adds the saver [`ControlRequest::SaveState`] calls.
+    #[must_use]
+    pub fn with_state_saver(mut self, saver: StateSaver) -> Self {
+        self.saver = Some(saver);
+        self
     }
 
     fn notify(&self, e: MachineEvent) {
@@ -270,20 +297,68 @@ pub fn run_machine_with<A: Arch, V: RunVcpu<A> + 'static>(
     mut control: MachineControl,
 ) -> Result<(VmmExit, Vec<V>)> {
     let (tx, rx) = channel::<Msg>();
-    let (run_loop, reports) = RunLoop::start(vcpus, buses)?;
+    let (run_loop, reports) = RunLoop::start(vcpus, buses.clone())?;
     forward(reports, tx.clone(), Msg::Vcpu);
     if let Some(requests) = control.requests.take() {
         forward(requests, tx.clone(), Msg::Control);
     }
-    forward(platform, tx, Msg::Platform);
-    let (exit, cause) = wait_for_end(&rx, &run_loop, &control);
+    forward(platform, tx.clone(), Msg::Platform);
+    let mut machine = Running {
+        run_loop,
+        buses,
+        tx,
+    };
+    let (exit, cause) = wait_for_end(&rx, &mut machine, &control);
     control.status.set(match exit {
         VmmExit::KvmFailure { .. } => RunStatus::InternalError,
         _ => RunStatus::Shutdown,
     });
     control.notify(MachineEvent::Shutdown(cause));
-    let vcpus = run_loop.stop().into_iter().map(|(v, _)| v).collect();
+    let vcpus = machine
+        .run_loop
+        .stop()
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
     Ok((exit, vcpus))
+}
+
+/// The run loop with what restarting it needs.
+struct Running<A: Arch, V: RunVcpu<A> + 'static> {
+    run_loop: RunLoop<A, V>,
+    buses: Arc<Buses<A>>,
+    tx: Sender<Msg>,
+}
+
+impl<A: Arch, V: RunVcpu<A> + 'static> Running<A, V> {
+    /// Saves the paused VM's state: the vCPU threads end (KVM finishes
+    /// their last exits), the saver reads the vCPUs, and new threads take
+    /// them over, still paused.
+    fn save_state(
+        &mut self,
+        control: &MachineControl,
+    ) -> std::result::Result<serde_json::Value, String> {
+        if control.status.get() != RunStatus::Paused {
+            return Err("the VM must be paused to save its state".to_string());
+        }
+        let Some(saver) = &control.saver else {
+            return Err("this machine cannot save its state".to_string());
+        };
+        let (paused, reports) =
+            RunLoop::start_paused(Vec::new(), self.buses.clone()).map_err(|e| e.to_string())?;
+        drop(reports);
+        let old = std::mem::replace(&mut self.run_loop, paused);
+        let mut vcpus: Vec<V> = old.stop().into_iter().map(|(v, _)| v).collect();
+        let state = saver(&mut vcpus);
+        match RunLoop::start_paused(vcpus, self.buses.clone()) {
+            Ok((run_loop, reports)) => {
+                self.run_loop = run_loop;
+                forward(reports, self.tx.clone(), Msg::Vcpu);
+                state
+            }
+            Err(e) => Err(format!("cannot restart the vCPUs after saving: {e}")),
+        }
+    }
 }
 
 enum Msg {
@@ -336,12 +411,12 @@ fn forward<T: Send + 'static>(rx: Receiver<T>, tx: Sender<Msg>, wrap: fn(T) -> M
 /// end and its cause.
 fn wait_for_end<A: Arch, V: RunVcpu<A> + 'static>(
     rx: &Receiver<Msg>,
-    run_loop: &RunLoop<A, V>,
+    machine: &mut Running<A, V>,
     control: &MachineControl,
 ) -> (VmmExit, ShutdownCause) {
     // KVMKIT_DEBUG=1 reports what the guest touched that no device claims.
     let debug = std::env::var("KVMKIT_DEBUG").is_ok_and(|v| v == "1");
-    let mut live = run_loop.live_vcpus();
+    let mut live = machine.run_loop.live_vcpus();
     loop {
         if QUIT_SIGNAL.load(Ordering::SeqCst) {
             return (VmmExit::Quit, ShutdownCause::HostSignal);
@@ -366,10 +441,16 @@ fn wait_for_end<A: Arch, V: RunVcpu<A> + 'static>(
             }
             Msg::Control(ControlRequest::Pause(reply)) => {
                 // The requester may have given up waiting: nothing to tell.
-                let _ = reply.send(pause_or_resume(run_loop, control, true));
+                let _ = reply.send(pause_or_resume(&machine.run_loop, control, true));
             }
             Msg::Control(ControlRequest::Resume(reply)) => {
-                let _ = reply.send(pause_or_resume(run_loop, control, false));
+                let _ = reply.send(pause_or_resume(&machine.run_loop, control, false));
+            }
+            Msg::Control(ControlRequest::SaveState(reply)) => {
+                let _ = reply.send(machine.save_state(control));
+            }
+            Msg::Control(ControlRequest::Migrated) => {
+                return (VmmExit::Migrated, ShutdownCause::HostQmpQuit)
             }
             Msg::Vcpu(r) => {
                 let vcpu = r.vcpu.0;

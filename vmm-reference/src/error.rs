@@ -6,6 +6,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Restoring a snapshot failed (unreadable, damaged, or made for another
+    /// machine or host).
+    #[error("{0}")]
+    Restore(String),
+    /// An incoming migration failed or was refused.
+    #[error("{0}")]
+    Incoming(String),
     /// `--memory 0`.
     #[error("--memory must be at least 1 MiB")]
     MemoryZero,

@@ -7,7 +7,9 @@ pub mod devices;
 mod error;
 pub mod kernel;
 mod machine;
+mod migration;
 pub mod qmp;
+mod state;
 pub mod terminal;
 mod vmm;
 
@@ -21,6 +23,7 @@ pub use config::{
     DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB,
 };
 pub use error::{Error, Result};
+pub use migration::MigrationUri;
 pub use vmm::{Vmm, MAX_VCPUS, MIN_MEMORY_MIB, PC_NAME};
 
 /// The architecture this VMM runs on: the one place that names the host.

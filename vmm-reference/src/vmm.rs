@@ -9,7 +9,9 @@ use crate::devices::{
 };
 use crate::kernel::{load_initramfs, load_kernel, BootEntry, HIMEM_START};
 use crate::machine::{GsiLine, ThreadTracked, VmmMachine};
+use crate::migration::{MigrationUri, Migrator, VmmDestination};
 use crate::qmp::{Dispatcher, EventBus, QmpServer};
+use crate::state::{MachineShape, StateParts, VmmState};
 use crate::{
     terminal, DirtyLogChoice, Error, HostArch, IrqchipChoice, KernelSource, Result, SerialConfig,
     VmmConfig,
@@ -98,6 +100,12 @@ pub struct Vmm {
     control: MachineControl,
     /// The QMP server on `--api-socket`.
     qmp: Option<QmpServer>,
+    /// Outgoing migrations and snapshots (with `--api-socket`).
+    migrator: Option<Arc<Migrator>>,
+    /// What snapshots and migrations save and restore.
+    parts: Arc<StateParts>,
+    /// `--incoming`: where the state comes from before the VM runs.
+    incoming: Option<MigrationUri>,
 }
 
 /// A virtio device's backend, opened before the VM is built.
@@ -268,7 +276,7 @@ impl Vmm {
             ),
         };
 
-        let vm = Arc::new(kvm.create_vm(&VmConfig {
+        let vm_config = VmConfig {
             irqchip: match config.irqchip {
                 IrqchipChoice::Kernel => IrqchipMode::Kernel,
                 IrqchipChoice::Split => IrqchipMode::Split {
@@ -278,7 +286,8 @@ impl Vmm {
             // The PIT needs the in-kernel PIC and IOAPIC.
             pit: config.irqchip == IrqchipChoice::Kernel,
             ..Default::default()
-        })?);
+        };
+        let vm = Arc::new(kvm.create_vm(&vm_config)?);
 
         // The dirty log: one tracker per VM, created before any vCPU (the
         // ring needs that) and before logging is on anywhere.
@@ -298,13 +307,42 @@ impl Vmm {
         // Memory: RAM with the PC holes, and a read-only BIOS area for tables.
         let mut memory = SlotTable::<HostArch>::for_vm(vm.clone())?;
         let layout = pc_layout(mib << 20)?;
-        memory.add_ram(&layout, MemoryFlags::NONE)?;
+        let snapshot = match &config.restore {
+            None => {
+                memory.add_ram(&layout, MemoryFlags::NONE)?;
+                None
+            }
+            Some(dir) => Some(map_snapshot(&mut memory, dir, &layout)?),
+        };
         memory.add(RegionConfig::anonymous(GuestAddress(BIOS_START), BIOS_SIZE).read_only(true))?;
         let mem = memory.guest_memory();
+        // A restored or incoming VM gets its memory and state from elsewhere:
+        // nothing is loaded or written for a boot.
+        let fresh = config.restore.is_none() && config.incoming.is_none();
 
-        let kernel = load_kernel(&mem, &kernel_bytes, kernel_path)?;
-        mem.write_slice(cmdline, GuestAddress(CMDLINE_ADDR))
-            .and_then(|()| mem.write_obj(0u8, GuestAddress(CMDLINE_ADDR + cmdline.len() as u64)))
+        // Boot data in RAM goes to the guest's memory for a fresh boot, and
+        // to a scratch copy (mapped lazily, dropped after set-up) otherwise:
+        // the same code computes the boot set-up either way. The ACPI and MP
+        // tables live in the read-only BIOS slot, which snapshots and
+        // migrations do not carry, so they are written in every case.
+        let boot_mem = if fresh {
+            mem.clone()
+        } else {
+            let ranges: Vec<(GuestAddress, usize)> = layout
+                .iter()
+                .map(|(a, l)| (*a, usize::try_from(*l).unwrap_or(usize::MAX)))
+                .collect();
+            Arc::new(
+                vm_memory::GuestMemoryMmap::from_ranges(&ranges)
+                    .map_err(boot_data("scratch memory for the boot data"))?,
+            )
+        };
+        let kernel = load_kernel(&boot_mem, &kernel_bytes, kernel_path)?;
+        boot_mem
+            .write_slice(cmdline, GuestAddress(CMDLINE_ADDR))
+            .and_then(|()| {
+                boot_mem.write_obj(0u8, GuestAddress(CMDLINE_ADDR + cmdline.len() as u64))
+            })
             .map_err(boot_data("kernel command line"))?;
         // The initramfs goes at the top of the RAM range the kernel is in,
         // below the kernel's limit (initrd_addr_max, 0x37ffffff by default).
@@ -318,7 +356,7 @@ impl Vmm {
                     .setup_header
                     .map_or(0x3800_0000, |h| u64::from(h.initrd_addr_max) + 1);
                 Some(load_initramfs(
-                    &mem,
+                    &boot_mem,
                     &bytes,
                     path,
                     kernel.end,
@@ -364,7 +402,7 @@ impl Vmm {
         let boot = match kernel.entry {
             BootEntry::Linux64 { entry } => {
                 let zero_page = write_linux_boot_params(
-                    mem.as_ref(),
+                    boot_mem.as_ref(),
                     &LinuxBoot {
                         setup_header: kernel.setup_header,
                         cmdline_addr: CMDLINE_ADDR,
@@ -383,7 +421,7 @@ impl Vmm {
             }
             BootEntry::Pvh { entry } => {
                 let start_info = write_pvh_start_info(
-                    mem.as_ref(),
+                    boot_mem.as_ref(),
                     &PvhBoot {
                         cmdline_addr: CMDLINE_ADDR,
                         initrd,
@@ -441,16 +479,14 @@ impl Vmm {
         let mut pio = PortIoBus::new();
         pio.register(SerialPort::COM1, SerialPort::LEN, serial.clone())
             .map_err(device_err("serial COM1", u64::from(SerialPort::COM1)))?;
-        pio.register(
-            I8042Port::BASE,
-            I8042Port::LEN,
-            Arc::new(I8042Port::new(sink.clone())),
-        )
-        .map_err(device_err("i8042", u64::from(I8042Port::BASE)))?;
+        let i8042 = Arc::new(I8042Port::new(sink.clone()));
+        pio.register(I8042Port::BASE, I8042Port::LEN, i8042.clone())
+            .map_err(device_err("i8042", u64::from(I8042Port::BASE)))?;
+        let cmos = Arc::new(Mutex::new(Cmos::new(below_4g, above_4g)));
         pio.register(
             Cmos::<crate::devices::HostClock>::BASE,
             Cmos::<crate::devices::HostClock>::LEN,
-            Arc::new(Mutex::new(Cmos::new(below_4g, above_4g))),
+            cmos.clone(),
         )
         .map_err(device_err("CMOS RTC", 0x70))?;
         // The PM block raises the SCI on GSI 9 (level, active high, as the
@@ -465,6 +501,7 @@ impl Vmm {
         pio.register(AcpiPm::EVT_PORT, AcpiPm::LEN, power.clone())
             .map_err(device_err("ACPI PM", u64::from(AcpiPm::EVT_PORT)))?;
         let mut mmio = MmioBus::new();
+        let split_state = split.clone();
         let arch_io = match split {
             None => X86Io::new(pio),
             Some(chip) => {
@@ -510,14 +547,52 @@ impl Vmm {
         }
         // The BSP starts at the kernel entry; KVM holds the APs in
         // wait-for-SIPI until the guest starts them through its LAPIC.
-        vcpus[0].setup_boot(mem.as_ref(), &boot)?;
+        if fresh {
+            vcpus[0].setup_boot(mem.as_ref(), &boot)?;
+        }
+        drop(boot_mem);
+
+        let parts = Arc::new(StateParts {
+            kvm: kvm.clone(),
+            vm: vm.clone(),
+            vm_config: vm_config.clone(),
+            vcpu_config: vcpu_config.clone(),
+            shape: MachineShape {
+                memory_mib: mib,
+                vcpus: config.vcpus,
+                irqchip: match config.irqchip {
+                    IrqchipChoice::Kernel => "kernel".to_string(),
+                    IrqchipChoice::Split => "split".to_string(),
+                },
+            },
+            serial: serial.clone(),
+            cmos,
+            i8042,
+            power: power.clone(),
+            split: split_state,
+            virtio: count,
+        });
+        if let (Some((snap, started)), Some(dir)) = (&snapshot, &config.restore) {
+            let state: VmmState = serde_json::from_value(snap.state.clone()).map_err(|e| {
+                Error::Restore(format!(
+                    "the snapshot in {} has an unreadable state: {e}",
+                    dir.display()
+                ))
+            })?;
+            parts.restore(&vcpus, &state).map_err(Error::Restore)?;
+            eprintln!(
+                "vmm-reference: restored the snapshot in {} ({:.2} ms since start of restore)",
+                dir.display(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+        }
 
         // The control socket: bound now, so that a bad path is a set-up
         // error; it accepts connections once the VM runs.
         let tids: Vec<Arc<AtomicI64>> = vcpus.iter().map(|_| Arc::new(AtomicI64::new(0))).collect();
         let memory = Arc::new(Mutex::new(memory));
-        let (control, qmp) = match &config.api_socket {
-            None => (MachineControl::none(), None),
+        let (control, qmp, migrator) = match &config.api_socket {
+            None => (MachineControl::none(), None, None),
             Some(path) => {
                 let status = Arc::new(MachineStatus::new());
                 let events = Arc::new(EventBus::new());
@@ -535,8 +610,32 @@ impl Vmm {
                         table: memory.clone(),
                     }),
                 };
-                let dispatcher = Arc::new(Dispatcher::new(Arc::new(machine), events));
-                (control, Some(QmpServer::bind(path, dispatcher)?))
+                let migrator = Arc::new(Migrator {
+                    requests: machine.requests.clone(),
+                    status: machine.status.clone(),
+                    memory: mem.clone(),
+                    table: memory.clone(),
+                    tracker: dirty.clone(),
+                    parts: parts.clone(),
+                    events: events.clone(),
+                    job: Mutex::new(None),
+                });
+                let mut dispatcher = Dispatcher::new(Arc::new(machine), events);
+                crate::migration::register(&mut dispatcher, migrator.clone());
+                let saver_parts = parts.clone();
+                let control = control.with_state_saver(Arc::new(move |vcpus| {
+                    let vcpus = vcpus
+                        .downcast_mut::<Vec<ThreadTracked<Vcpu<HostArch>>>>()
+                        .ok_or("the machine's vCPUs are not this VMM's")?;
+                    let refs: Vec<&Vcpu<HostArch>> = vcpus.iter().map(|t| &t.vcpu).collect();
+                    let state = saver_parts.save(&refs)?;
+                    serde_json::to_value(state).map_err(|e| e.to_string())
+                }));
+                (
+                    control,
+                    Some(QmpServer::bind(path, Arc::new(dispatcher))?),
+                    Some(migrator),
+                )
             }
         };
 
@@ -555,6 +654,9 @@ impl Vmm {
             tids,
             control,
             qmp,
+            migrator,
+            parts,
+            incoming: config.incoming.clone(),
         })
     }
 
@@ -578,6 +680,16 @@ impl Vmm {
     /// quits; the terminal is restored whatever happens.
     pub fn run(mut self) -> Result<VmmExit> {
         install_quit_signals();
+        if let Some(uri) = self.incoming.take() {
+            let mem = self.memory().guest_memory();
+            let mut dest = VmmDestination {
+                memory: &mem,
+                table: &self.memory,
+                parts: &self.parts,
+                vcpus: &self.vcpus,
+            };
+            crate::migration::receive_incoming(&uri, &mut dest).map_err(Error::Incoming)?;
+        }
         if let Some(q) = &mut self.qmp {
             q.start()?;
         }
@@ -601,6 +713,9 @@ impl Vmm {
         let (exit, vcpus) =
             run_machine_with(vcpus, self.buses.clone(), self.platform, self.control)?;
         let vcpus: Vec<Vcpu<HostArch>> = vcpus.into_iter().map(|t| t.vcpu).collect();
+        if let Some(m) = &self.migrator {
+            m.join();
+        }
         // QMP clients get the SHUTDOWN event before the connections close.
         if let Some(mut q) = self.qmp.take() {
             q.shutdown();
@@ -675,4 +790,47 @@ fn spawn_input(serial: Arc<Mutex<SerialPort>>, sink: Arc<EventSink>, tty: bool) 
             let _ = std::io::stdout().flush();
         }
     });
+}
+
+/// Maps the RAM of the snapshot in `dir` privately (copy-on-write, read
+/// lazily) into `memory`, after checking it has the layout this machine
+/// needs; returns the snapshot and when the restore started.
+fn map_snapshot(
+    memory: &mut SlotTable<HostArch>,
+    dir: &Path,
+    layout: &[(GuestAddress, u64)],
+) -> Result<(kvmkit_migration::Snapshot, std::time::Instant)> {
+    let started = std::time::Instant::now();
+    let snap = kvmkit_migration::load_snapshot(dir).map_err(|e| {
+        Error::Restore(format!(
+            "cannot read the snapshot in {}: {}",
+            dir.display(),
+            crate::state::error_chain(&e)
+        ))
+    })?;
+    let want: Vec<(u64, u64)> = layout.iter().map(|(a, l)| (a.0, *l)).collect();
+    let have: Vec<(u64, u64)> = snap.layout.iter().map(|r| (r.gpa, r.len)).collect();
+    if want != have {
+        return Err(Error::Restore(format!(
+            "the snapshot in {} has guest RAM {have:x?}, this machine {want:x?} (start it with the saved VM's --memory)",
+            dir.display()
+        )));
+    }
+    let file = std::fs::File::open(&snap.memory).map_err(|source| Error::ReadFile {
+        what: "snapshot memory",
+        path: snap.memory.clone(),
+        source,
+    })?;
+    for r in &snap.layout {
+        let fo = vm_memory::FileOffset::new(
+            file.try_clone().map_err(|source| Error::ReadFile {
+                what: "snapshot memory",
+                path: snap.memory.clone(),
+                source,
+            })?,
+            r.file_offset,
+        );
+        memory.add(RegionConfig::file_private(GuestAddress(r.gpa), r.len, fo))?;
+    }
+    Ok((snap, started))
 }

@@ -66,6 +66,21 @@ impl Args {
             .ok_or_else(|| QmpError::generic(format!("Parameter '{name}' is missing")))
     }
 
+    /// An optional `str` member.
+    pub fn optional_str(&mut self, name: &str) -> Result<Option<String>, QmpError> {
+        match self.map.remove(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(wrong_type(name, "string")),
+        }
+    }
+
+    /// A mandatory `str` member.
+    pub fn required_str(&mut self, name: &str) -> Result<String, QmpError> {
+        self.optional_str(name)?
+            .ok_or_else(|| QmpError::generic(format!("Parameter '{name}' is missing")))
+    }
+
     /// An optional `bool` member.
     pub fn optional_bool(&mut self, name: &str) -> Result<Option<bool>, QmpError> {
         match self.map.remove(name) {

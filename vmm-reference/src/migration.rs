@@ -1,0 +1,578 @@
+//! Live migration and snapshots of the reference VMM, on kvmkit-migration:
+//! the VMM's side of the source and destination, URIs, and the QMP commands
+//! (`migrate`, `migrate_cancel`, `query-migrate`, `snapshot-save`, the
+//! `MIGRATION` event).
+
+use crate::core::{ControlRequest, MachineStatus, RunStatus, PAUSE_TIMEOUT};
+use crate::qmp::{Args, Dispatcher, EventBus, QmpError, Reply};
+use crate::state::{StateParts, VmmState};
+use crate::HostArch;
+use kvmkit_core::{SlotId, Vcpu};
+use kvmkit_dirty_log::DirtyTracker;
+use kvmkit_memory::SlotTable;
+use kvmkit_migration::{
+    migrate, receive, save_snapshot, unix_time_ns, BoxError, MigrationDestination, MigrationSource,
+    Policy, Progress, RamRange, Received, Status,
+};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+/// How long a migration connection may stay silent before it counts as
+/// broken.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a migration goes or comes from: QEMU's `tcp:HOST:PORT` and
+/// `unix:PATH` URIs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MigrationUri {
+    /// `tcp:HOST:PORT`.
+    Tcp(String),
+    /// `unix:PATH`.
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for MigrationUri {
+    type Err = String;
+
+    /// Parses a URI.
+    ///
+    /// ```
+    /// use kvmkit_vmm_reference::MigrationUri;
+    /// assert_eq!("tcp:127.0.0.1:4444".parse(), Ok(MigrationUri::Tcp("127.0.0.1:4444".into())));
+    /// assert_eq!("unix:/tmp/m.sock".parse(), Ok(MigrationUri::Unix("/tmp/m.sock".into())));
+    /// assert!("exec:cat".parse::<MigrationUri>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(addr) = s.strip_prefix("tcp:") {
+            if addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            {
+                return Ok(MigrationUri::Tcp(addr.to_string()));
+            }
+            return Err(format!("'{s}': expected tcp:HOST:PORT"));
+        }
+        if let Some(path) = s.strip_prefix("unix:") {
+            if !path.is_empty() {
+                return Ok(MigrationUri::Unix(PathBuf::from(path)));
+            }
+        }
+        Err(format!(
+            "'{s}' is not a supported migration URI (tcp:HOST:PORT or unix:PATH)"
+        ))
+    }
+}
+
+/// A connected migration stream: both directions.
+pub(crate) enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    fn halves(&self) -> std::io::Result<(Box<dyn Read + Send>, Box<dyn Write + Send>)> {
+        Ok(match self {
+            Conn::Tcp(s) => {
+                s.set_nodelay(true)?;
+                s.set_read_timeout(Some(IO_TIMEOUT))?;
+                s.set_write_timeout(Some(IO_TIMEOUT))?;
+                (Box::new(s.try_clone()?), Box::new(s.try_clone()?))
+            }
+            Conn::Unix(s) => {
+                s.set_read_timeout(Some(IO_TIMEOUT))?;
+                s.set_write_timeout(Some(IO_TIMEOUT))?;
+                (Box::new(s.try_clone()?), Box::new(s.try_clone()?))
+            }
+        })
+    }
+}
+
+impl MigrationUri {
+    /// Connects to a destination.
+    pub(crate) fn connect(&self) -> std::io::Result<Conn> {
+        Ok(match self {
+            MigrationUri::Tcp(a) => Conn::Tcp(TcpStream::connect(a)?),
+            MigrationUri::Unix(p) => Conn::Unix(UnixStream::connect(p)?),
+        })
+    }
+
+    /// Waits for the source's connection.
+    pub(crate) fn accept(&self) -> std::io::Result<Conn> {
+        Ok(match self {
+            MigrationUri::Tcp(a) => Conn::Tcp(TcpListener::bind(a)?.accept()?.0),
+            MigrationUri::Unix(p) => {
+                // A stale socket file from an earlier run would make bind fail.
+                if std::fs::symlink_metadata(p).is_ok_and(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                }) {
+                    let _ = std::fs::remove_file(p);
+                }
+                let l = UnixListener::bind(p)?;
+                let c = l.accept()?.0;
+                let _ = std::fs::remove_file(p);
+                Conn::Unix(c)
+            }
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Guest RAM: the writable slots of the table.
+fn ram_slots(table: &SlotTable<HostArch>) -> Vec<(SlotId, RamRange)> {
+    table
+        .iter()
+        .filter(|s| !s.is_read_only())
+        .map(|s| (s.id(), RamRange::new(s.gpa().0, s.len())))
+        .collect()
+}
+
+/// What the migration thread and the QMP commands share.
+pub(crate) struct Migrator {
+    pub(crate) requests: std::sync::mpsc::Sender<ControlRequest>,
+    pub(crate) status: Arc<MachineStatus>,
+    pub(crate) memory: Arc<GuestMemoryMmap>,
+    pub(crate) table: Arc<Mutex<SlotTable<HostArch>>>,
+    pub(crate) tracker: Result<Arc<DirtyTracker<HostArch>>, String>,
+    pub(crate) parts: Arc<StateParts>,
+    pub(crate) events: Arc<EventBus>,
+    pub(crate) job: Mutex<Option<Job>>,
+}
+
+/// The current (or last) outgoing migration.
+pub(crate) struct Job {
+    progress: Arc<Progress>,
+    cancel: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Migrator {
+    fn request<T>(
+        &self,
+        make: impl FnOnce(std::sync::mpsc::Sender<T>) -> ControlRequest,
+    ) -> Result<T, String> {
+        let (tx, rx) = channel();
+        self.requests
+            .send(make(tx))
+            .map_err(|_| "the VM is shutting down".to_string())?;
+        rx.recv_timeout(PAUSE_TIMEOUT + Duration::from_secs(5))
+            .map_err(|_| "the VM is shutting down".to_string())
+    }
+
+    fn pause(&self) -> Result<(), String> {
+        self.request(ControlRequest::Pause)?
+            .map_err(|e| format!("cannot pause the vCPUs: {e}"))
+    }
+
+    fn resume(&self) -> Result<(), String> {
+        self.request(ControlRequest::Resume)?
+            .map_err(|e| format!("cannot resume the vCPUs: {e}"))
+    }
+
+    fn save_state(&self) -> Result<Value, String> {
+        self.request(ControlRequest::SaveState)?
+    }
+
+    fn emit(&self, status: Status) {
+        let name = serde_json::to_value(status).unwrap_or(Value::Null);
+        self.events
+            .emit("MIGRATION", Some(json!({ "status": name })));
+    }
+
+    fn busy(&self) -> bool {
+        lock(&self.job).as_ref().is_some_and(|j| {
+            !matches!(
+                j.progress.status().0,
+                Status::Completed | Status::Failed | Status::Cancelled | Status::None
+            )
+        })
+    }
+
+    /// `snapshot-save`: pauses, saves the state and memory into `dir`, and
+    /// resumes if the VM was running.
+    pub(crate) fn snapshot(&self, dir: &Path) -> Result<Value, String> {
+        self.parts.check_saveable()?;
+        if self.busy() {
+            return Err("a migration is in progress".to_string());
+        }
+        let was_running = self.status.get() == RunStatus::Running;
+        match self.status.get() {
+            RunStatus::Running | RunStatus::Paused => {}
+            _ => return Err("the VM has ended".to_string()),
+        }
+        let t = Instant::now();
+        self.pause()?;
+        let res = (|| {
+            let state = self.save_state()?;
+            let profile = self.parts.host_profile()?;
+            let profile = serde_json::to_value(profile).map_err(|e| e.to_string())?;
+            let ram: Vec<RamRange> = ram_slots(&lock(&self.table))
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect();
+            save_snapshot(dir, &*self.memory, &ram, &profile, &state).map_err(|e| {
+                format!(
+                    "cannot save the snapshot: {}",
+                    crate::state::error_chain(&e)
+                )
+            })
+        })();
+        let paused_for = t.elapsed();
+        if was_running {
+            self.resume()?;
+        }
+        let stats = res?;
+        Ok(json!({
+            "data-pages": stats.data_pages,
+            "zero-pages": stats.zero_pages,
+            "paused-ms": paused_for.as_secs_f64() * 1000.0,
+        }))
+    }
+
+    /// `migrate`: starts the migration thread.
+    pub(crate) fn start(self: &Arc<Self>, uri: MigrationUri) -> Result<(), String> {
+        self.parts.check_saveable()?;
+        let tracker = self.tracker.clone()?;
+        if self.busy() {
+            return Err("There's a migration process in progress".to_string());
+        }
+        match self.status.get() {
+            RunStatus::Running | RunStatus::Paused => {}
+            _ => return Err("the VM has ended".to_string()),
+        }
+        let progress = Arc::new(Progress::default());
+        progress.set_status(Status::Setup, None);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let me = self.clone();
+        let (p, c) = (progress.clone(), cancel.clone());
+        self.emit(Status::Setup);
+        let thread = std::thread::Builder::new()
+            .name("migration".into())
+            .spawn(move || me.run(uri, tracker, &p, &c))
+            .map_err(|e| format!("cannot start the migration thread: {e}"))?;
+        *lock(&self.job) = Some(Job {
+            progress,
+            cancel,
+            thread: Some(thread),
+        });
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        uri: MigrationUri,
+        tracker: Arc<DirtyTracker<HostArch>>,
+        progress: &Progress,
+        cancel: &AtomicBool,
+    ) {
+        let conn = match uri.connect().and_then(|c| c.halves().map(|h| (c, h))) {
+            Ok(c) => c,
+            Err(e) => {
+                progress.set_status(
+                    Status::Failed,
+                    Some(format!("cannot connect to the destination: {e}")),
+                );
+                self.emit(Status::Failed);
+                return;
+            }
+        };
+        let (_conn, (reader, writer)) = conn;
+        self.emit(Status::Active);
+        let mut src = VmmSource {
+            m: self,
+            tracker,
+            slots: Vec::new(),
+            was_running: self.status.get() == RunStatus::Running,
+        };
+        let res = migrate(
+            &mut src,
+            reader,
+            std::io::BufWriter::with_capacity(1 << 20, writer),
+            &Policy::default(),
+            progress,
+            cancel,
+        );
+        match res {
+            Ok(()) => {
+                self.emit(Status::Completed);
+                let _ = self.requests.send(ControlRequest::Migrated);
+            }
+            Err(e) => {
+                eprintln!("vmm-reference: migration failed: {e}");
+                self.emit(progress.status().0);
+            }
+        }
+    }
+
+    /// `migrate_cancel`.
+    pub(crate) fn cancel(&self) {
+        if let Some(j) = lock(&self.job).as_ref() {
+            j.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// `query-migrate`, in QEMU's `MigrationInfo` shape.
+    pub(crate) fn info(&self) -> Value {
+        let job = lock(&self.job);
+        let Some(j) = job.as_ref() else {
+            return json!({});
+        };
+        let p = &j.progress;
+        let (status, error) = p.status();
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let mut v = json!({
+            "status": status,
+            "total-time": l(&p.total_time_ms),
+            "setup-time": l(&p.setup_time_ms),
+            "ram": {
+                "transferred": l(&p.transferred),
+                "remaining": l(&p.remaining),
+                "total": l(&p.total),
+                "duplicate": l(&p.zero_pages),
+                "normal": l(&p.normal_pages),
+                "normal-bytes": l(&p.normal_pages) * kvmkit_migration::PAGE_SIZE,
+                "dirty-pages-rate": l(&p.dirty_pages_rate),
+                "mbps": l(&p.bytes_per_second) as f64 * 8.0 / 1e6,
+                "dirty-sync-count": l(&p.rounds),
+                "page-size": kvmkit_migration::PAGE_SIZE,
+            },
+        });
+        if status == Status::Completed {
+            v["downtime"] = json!(l(&p.downtime_ms));
+            v["x-paused-at-ns"] = json!(l(&p.paused_at_ns));
+        }
+        if let Some(e) = error {
+            v["error-desc"] = json!(e);
+        }
+        v
+    }
+
+    /// Waits for the migration thread (at VMM exit).
+    pub(crate) fn join(&self) {
+        let t = lock(&self.job).as_mut().and_then(|j| j.thread.take());
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The source side: dirty log, pause/resume and state through the machine
+/// loop.
+struct VmmSource<'a> {
+    m: &'a Migrator,
+    tracker: Arc<DirtyTracker<HostArch>>,
+    slots: Vec<(SlotId, RamRange)>,
+    was_running: bool,
+}
+
+fn boxed(e: impl std::fmt::Display) -> BoxError {
+    e.to_string().into()
+}
+
+impl MigrationSource for VmmSource<'_> {
+    type Memory = GuestMemoryMmap;
+
+    fn memory(&self) -> &GuestMemoryMmap {
+        &self.m.memory
+    }
+
+    fn ram(&self) -> Vec<RamRange> {
+        ram_slots(&lock(&self.m.table))
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    fn profile(&mut self) -> Result<Value, BoxError> {
+        let p = self.m.parts.host_profile()?;
+        Ok(serde_json::to_value(p)?)
+    }
+
+    fn start_dirty_log(&mut self) -> Result<(), BoxError> {
+        let mut table = lock(&self.m.table);
+        self.slots = ram_slots(&table);
+        for i in 0..self.slots.len() {
+            if let Err(e) = self.tracker.enable_logging(&mut table, self.slots[i].0) {
+                for &(id, _) in &self.slots[..i] {
+                    let _ = self.tracker.disable_logging(&mut table, id);
+                }
+                self.slots.clear();
+                return Err(boxed(format!("cannot turn dirty logging on: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn harvest(&mut self) -> Result<Vec<RamRange>, BoxError> {
+        self.tracker.harvest().map_err(boxed)?;
+        let mut out = Vec::new();
+        for &(id, r) in &self.slots {
+            if let Some(b) = self.tracker.take(id) {
+                out.extend(
+                    b.gpa_ranges(GuestAddress(r.gpa))
+                        .map(|(a, len)| RamRange::new(a.0, len)),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    fn stop_dirty_log(&mut self) {
+        let mut table = lock(&self.m.table);
+        for &(id, _) in &self.slots {
+            let _ = self.tracker.disable_logging(&mut table, id);
+        }
+        self.slots.clear();
+    }
+
+    fn pause(&mut self) -> Result<(), BoxError> {
+        self.m.pause().map_err(boxed)
+    }
+
+    fn resume(&mut self) -> Result<(), BoxError> {
+        if self.was_running {
+            self.m.resume().map_err(boxed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn state(&mut self) -> Result<Value, BoxError> {
+        self.m.save_state().map_err(boxed)
+    }
+}
+
+/// The destination side: checks and restores into a VM built from the same
+/// configuration, before it runs.
+pub(crate) struct VmmDestination<'a> {
+    pub(crate) memory: &'a GuestMemoryMmap,
+    pub(crate) table: &'a Mutex<SlotTable<HostArch>>,
+    pub(crate) parts: &'a StateParts,
+    pub(crate) vcpus: &'a [Vcpu<HostArch>],
+}
+
+impl MigrationDestination for VmmDestination<'_> {
+    type Memory = GuestMemoryMmap;
+
+    fn memory(&self) -> &GuestMemoryMmap {
+        self.memory
+    }
+
+    fn ram(&self) -> Vec<RamRange> {
+        ram_slots(&lock(self.table))
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    fn check_profile(&mut self, profile: &Value) -> Result<(), BoxError> {
+        let saved: <HostArch as kvmkit_core::SnapshotArch>::AbiProfile =
+            serde_json::from_value(profile.clone())
+                .map_err(|e| boxed(format!("the source's ABI profile is not readable: {e}")))?;
+        self.parts
+            .kvm
+            .check_profile(&saved, &self.parts.vm_config, &self.parts.vcpu_config)
+            .map_err(|e| {
+                boxed(format!(
+                    "this host cannot run the source's VM: {}",
+                    crate::state::error_chain(&e)
+                ))
+            })
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), BoxError> {
+        let state: VmmState = serde_json::from_value(state.clone())
+            .map_err(|e| boxed(format!("the VM state is not readable: {e}")))?;
+        self.parts.restore(self.vcpus, &state).map_err(boxed)
+    }
+}
+
+/// Receives an incoming migration on `uri` into the VM, before it runs.
+pub(crate) fn receive_incoming(
+    uri: &MigrationUri,
+    dest: &mut VmmDestination<'_>,
+) -> Result<Received, String> {
+    let conn = uri
+        .accept()
+        .map_err(|e| format!("cannot accept the incoming migration on {uri:?}: {e}"))?;
+    let (reader, writer) = conn
+        .halves()
+        .map_err(|e| format!("cannot set up the incoming connection: {e}"))?;
+    let received = receive(
+        dest,
+        std::io::BufReader::with_capacity(1 << 20, reader),
+        writer,
+    )
+    .map_err(|e| {
+        format!(
+            "incoming migration refused: {}",
+            crate::state::error_chain(&e)
+        )
+    })?;
+    let now = unix_time_ns();
+    eprintln!(
+        "vmm-reference: migration received: {} pages, {} bytes, {} rounds; downtime {:.2} ms (source paused at {} ns, resuming at {} ns)",
+        received.pages,
+        received.bytes,
+        received.end.rounds,
+        now.saturating_sub(received.end.paused_at_ns) as f64 / 1e6,
+        received.end.paused_at_ns,
+        now
+    );
+    Ok(received)
+}
+
+/// Registers the migration and snapshot commands.
+pub(crate) fn register(d: &mut Dispatcher, m: Arc<Migrator>) {
+    let err = |e: String| QmpError::generic(e);
+    let mm = m.clone();
+    d.register(
+        "migrate",
+        Box::new(move |_, mut args: Args| {
+            let uri = args.required_str("uri")?;
+            // Accepted for compatibility; this VMM always detaches.
+            let _ = args.optional_bool("detach")?;
+            args.finish()?;
+            let uri: MigrationUri = uri.parse().map_err(err)?;
+            mm.start(uri).map_err(err)?;
+            Ok(Reply::empty())
+        }),
+    );
+    let mm = m.clone();
+    d.register(
+        "migrate_cancel",
+        Box::new(move |_, args: Args| {
+            args.finish()?;
+            mm.cancel();
+            Ok(Reply::empty())
+        }),
+    );
+    let mm = m.clone();
+    d.register(
+        "query-migrate",
+        Box::new(move |_, args: Args| {
+            args.finish()?;
+            Ok(Reply::value(mm.info()))
+        }),
+    );
+    d.register(
+        "snapshot-save",
+        Box::new(move |_, mut args: Args| {
+            let path = args.required_str("path")?;
+            args.finish()?;
+            let v = m.snapshot(Path::new(&path)).map_err(err)?;
+            Ok(Reply::value(v))
+        }),
+    );
+}
