@@ -83,10 +83,11 @@ pub struct Cli {
     pub dirty_log: DirtyLogChoice,
 
     /// Wait for an incoming live migration on URI (`tcp:HOST:PORT` or
-    /// `unix:PATH`) instead of booting: start with the source's --memory,
-    /// --vcpus and --irqchip; the guest continues once the state arrives.
-    #[arg(long, value_name = "URI")]
-    pub incoming: Option<crate::MigrationUri>,
+    /// `unix:PATH`), or with `defer` for QMP `migrate-incoming` to say where,
+    /// instead of booting: start with the source's --memory, --vcpus and
+    /// --irqchip; the guest continues once the state arrives.
+    #[arg(long, value_name = "URI|defer")]
+    pub incoming: Option<crate::Incoming>,
 
     /// Restore the snapshot in DIR (made by QMP `snapshot-save`) instead of
     /// booting: start with the saved VM's --memory, --vcpus and --irqchip.

@@ -225,7 +225,7 @@ pub struct VmmConfig {
     /// How KVM logs dirty pages.
     pub dirty_log: DirtyLogChoice,
     /// Wait for an incoming migration here instead of booting.
-    pub incoming: Option<crate::MigrationUri>,
+    pub incoming: Option<crate::Incoming>,
     /// Restore this snapshot directory instead of booting.
     pub restore: Option<PathBuf>,
 }

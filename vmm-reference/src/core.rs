@@ -91,6 +91,8 @@ pub enum RunStatus {
     Shutdown,
     /// KVM failed to run a vCPU; the VMM is exiting.
     InternalError,
+    /// Waiting for an incoming migration (`--incoming`); no vCPU runs yet.
+    InMigrate,
 }
 
 /// The run state shared between the machine loop (which writes it) and
@@ -118,6 +120,7 @@ impl MachineStatus {
             0 => RunStatus::Running,
             1 => RunStatus::Paused,
             2 => RunStatus::Shutdown,
+            4 => RunStatus::InMigrate,
             _ => RunStatus::InternalError,
         }
     }
@@ -129,6 +132,7 @@ impl MachineStatus {
             RunStatus::Paused => 1,
             RunStatus::Shutdown => 2,
             RunStatus::InternalError => 3,
+            RunStatus::InMigrate => 4,
         };
         self.0.store(v, Ordering::SeqCst);
     }

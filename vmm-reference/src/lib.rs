@@ -23,7 +23,7 @@ pub use config::{
     DEFAULT_CMDLINE, DEFAULT_MEMORY_MIB,
 };
 pub use error::{Error, Result};
-pub use migration::MigrationUri;
+pub use migration::{Incoming, MigrationUri};
 pub use vmm::{Vmm, MAX_VCPUS, MIN_MEMORY_MIB, PC_NAME};
 
 /// The architecture this VMM runs on: the one place that names the host.

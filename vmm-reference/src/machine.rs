@@ -198,6 +198,18 @@ impl std::fmt::Debug for VmmMachine {
 }
 
 impl VmmMachine {
+    /// Refuses run-state changes while the VM waits for its incoming state
+    /// (it runs once the migration completes).
+    fn not_in_migrate(&self) -> Result<(), MachineError> {
+        if self.status.get() == RunStatus::InMigrate {
+            return Err(MachineError(
+                "the VM is waiting for an incoming migration; it runs once the migration completes"
+                    .to_string(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Sends a pause or resume request and waits for the machine loop.
     fn request(
         &self,
@@ -222,6 +234,7 @@ impl qmp::Machine for VmmMachine {
             RunStatus::Paused => RunState::Paused,
             RunStatus::Shutdown => RunState::Shutdown,
             RunStatus::InternalError => RunState::InternalError,
+            RunStatus::InMigrate => RunState::InMigrate,
         }
     }
 
@@ -233,10 +246,12 @@ impl qmp::Machine for VmmMachine {
             // QEMU: stopping a machine that is not live changes nothing.
             return Ok(());
         }
+        self.not_in_migrate()?;
         self.request(ControlRequest::Pause, "pause")
     }
 
     fn cont(&self) -> Result<(), MachineError> {
+        self.not_in_migrate()?;
         self.request(ControlRequest::Resume, "resume")
     }
 

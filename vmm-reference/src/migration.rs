@@ -71,6 +71,35 @@ impl std::str::FromStr for MigrationUri {
     }
 }
 
+/// What `--incoming` says: where the state comes from, or `defer` (QMP
+/// `migrate-incoming` says it later).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// Listen on this URI at once.
+    At(MigrationUri),
+    /// Wait for `migrate-incoming`.
+    Defer,
+}
+
+impl std::str::FromStr for Incoming {
+    type Err = String;
+
+    /// Parses `defer` or a [`MigrationUri`].
+    ///
+    /// ```
+    /// use kvmkit_vmm_reference::{Incoming, MigrationUri};
+    /// assert_eq!("defer".parse(), Ok(Incoming::Defer));
+    /// assert_eq!("unix:/tmp/m".parse(), Ok(Incoming::At(MigrationUri::Unix("/tmp/m".into()))));
+    /// ```
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "defer" {
+            Ok(Incoming::Defer)
+        } else {
+            s.parse().map(Incoming::At)
+        }
+    }
+}
+
 /// A connected migration stream: both directions.
 pub(crate) enum Conn {
     Tcp(TcpStream),
@@ -148,6 +177,8 @@ pub(crate) struct Migrator {
     pub(crate) parts: Arc<StateParts>,
     pub(crate) events: Arc<EventBus>,
     pub(crate) job: Mutex<Option<Job>>,
+    /// With `--incoming defer`: where `migrate-incoming` sends its URI.
+    pub(crate) deferred: Arc<Mutex<Option<std::sync::mpsc::Sender<MigrationUri>>>>,
 }
 
 /// The current (or last) outgoing migration.
@@ -184,7 +215,7 @@ impl Migrator {
         self.request(ControlRequest::SaveState)?
     }
 
-    fn emit(&self, status: Status) {
+    pub(crate) fn emit(&self, status: Status) {
         let name = serde_json::to_value(status).unwrap_or(Value::Null);
         self.events
             .emit("MIGRATION", Some(json!({ "status": name })));
@@ -546,6 +577,26 @@ pub(crate) fn register(d: &mut Dispatcher, m: Arc<Migrator>) {
             args.finish()?;
             let uri: MigrationUri = uri.parse().map_err(err)?;
             mm.start(uri).map_err(err)?;
+            Ok(Reply::empty())
+        }),
+    );
+    let deferred = m.deferred.clone();
+    let mm = m.clone();
+    d.register(
+        "migrate-incoming",
+        Box::new(move |_, mut args: Args| {
+            let uri = args.required_str("uri")?;
+            args.finish()?;
+            let uri: MigrationUri = uri.parse().map_err(err)?;
+            let Some(tx) = lock(&deferred).take() else {
+                return Err(err(if mm.status.get() == RunStatus::InMigrate {
+                    "The incoming migration has already been started".to_string()
+                } else {
+                    "'-incoming' was not specified on the command line".to_string()
+                }));
+            };
+            tx.send(uri)
+                .map_err(|_| err("the VM is shutting down".to_string()))?;
             Ok(Reply::empty())
         }),
     );

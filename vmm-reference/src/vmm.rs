@@ -2,14 +2,15 @@
 //! and the loop that runs it to its end.
 
 use crate::core::{
-    run_machine_with, MachineControl, MachineObserver, MachineStatus, VmmExit, QUIT_SIGNAL,
+    run_machine_with, MachineControl, MachineObserver, MachineStatus, RunStatus, VmmExit,
+    QUIT_SIGNAL,
 };
 use crate::devices::{
     AcpiPm, Cmos, EventFdTrigger, EventSink, I8042Port, PlatformEvent, SerialPort,
 };
 use crate::kernel::{load_initramfs, load_kernel, BootEntry, HIMEM_START};
 use crate::machine::{GsiLine, ThreadTracked, VmmMachine};
-use crate::migration::{MigrationUri, Migrator, VmmDestination};
+use crate::migration::{Incoming, MigrationUri, Migrator, VmmDestination};
 use crate::qmp::{Dispatcher, EventBus, QmpServer};
 use crate::state::{MachineShape, StateParts, VmmState};
 use crate::{
@@ -105,7 +106,9 @@ pub struct Vmm {
     /// What snapshots and migrations save and restore.
     parts: Arc<StateParts>,
     /// `--incoming`: where the state comes from before the VM runs.
-    incoming: Option<MigrationUri>,
+    incoming: Option<Incoming>,
+    /// With `--incoming defer`: the URI `migrate-incoming` gives.
+    deferred: Option<Receiver<MigrationUri>>,
 }
 
 /// A virtio device's backend, opened before the VM is built.
@@ -591,6 +594,19 @@ impl Vmm {
         // error; it accepts connections once the VM runs.
         let tids: Vec<Arc<AtomicI64>> = vcpus.iter().map(|_| Arc::new(AtomicI64::new(0))).collect();
         let memory = Arc::new(Mutex::new(memory));
+        let (mut deferred_tx, deferred) = match config.incoming {
+            Some(Incoming::Defer) => {
+                if config.api_socket.is_none() {
+                    return Err(Error::Incoming(
+                        "--incoming defer needs --api-socket (migrate-incoming comes over QMP)"
+                            .to_string(),
+                    ));
+                }
+                let (tx, rx) = channel();
+                (Some(tx), Some(rx))
+            }
+            _ => (None, None),
+        };
         let (control, qmp, migrator) = match &config.api_socket {
             None => (MachineControl::none(), None, None),
             Some(path) => {
@@ -619,6 +635,7 @@ impl Vmm {
                     parts: parts.clone(),
                     events: events.clone(),
                     job: Mutex::new(None),
+                    deferred: Arc::new(Mutex::new(deferred_tx.take())),
                 });
                 let mut dispatcher = Dispatcher::new(Arc::new(machine), events);
                 crate::migration::register(&mut dispatcher, migrator.clone());
@@ -657,6 +674,7 @@ impl Vmm {
             migrator,
             parts,
             incoming: config.incoming.clone(),
+            deferred,
         })
     }
 
@@ -676,22 +694,73 @@ impl Vmm {
         self.dirty.as_ref().map_err(String::as_str)
     }
 
+    /// Takes the VM's memory and state from an incoming migration, before
+    /// any vCPU runs; QMP reports `inmigrate` meanwhile and `MIGRATION`
+    /// events.
+    fn receive(&mut self, incoming: Incoming) -> Result<()> {
+        let status = self.migrator.as_ref().map(|m| m.status.clone());
+        if let Some(s) = &status {
+            s.set(RunStatus::InMigrate);
+        }
+        let uri = match incoming {
+            Incoming::At(uri) => uri,
+            Incoming::Defer => {
+                let rx = self.deferred.take().ok_or_else(|| {
+                    Error::Incoming("--incoming defer without a QMP socket".to_string())
+                })?;
+                loop {
+                    if QUIT_SIGNAL.load(Ordering::SeqCst) {
+                        return Err(Error::Incoming(
+                            "quit while waiting for migrate-incoming".to_string(),
+                        ));
+                    }
+                    match rx.recv_timeout(Duration::from_millis(100)) {
+                        Ok(uri) => break uri,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(_) => {
+                            return Err(Error::Incoming(
+                                "the QMP server ended before migrate-incoming".to_string(),
+                            ))
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(m) = &self.migrator {
+            m.emit(kvmkit_migration::Status::Setup);
+            m.emit(kvmkit_migration::Status::Active);
+        }
+        let mem = self.memory().guest_memory();
+        let mut dest = VmmDestination {
+            memory: &mem,
+            table: &self.memory,
+            parts: &self.parts,
+            vcpus: &self.vcpus,
+        };
+        let res = crate::migration::receive_incoming(&uri, &mut dest);
+        if let Some(m) = &self.migrator {
+            m.emit(if res.is_ok() {
+                kvmkit_migration::Status::Completed
+            } else {
+                kvmkit_migration::Status::Failed
+            });
+        }
+        res.map_err(Error::Incoming)?;
+        if let Some(s) = &status {
+            s.set(RunStatus::Running);
+        }
+        Ok(())
+    }
+
     /// Runs the VM until the guest powers off, resets or fails, or the user
     /// quits; the terminal is restored whatever happens.
     pub fn run(mut self) -> Result<VmmExit> {
         install_quit_signals();
-        if let Some(uri) = self.incoming.take() {
-            let mem = self.memory().guest_memory();
-            let mut dest = VmmDestination {
-                memory: &mem,
-                table: &self.memory,
-                parts: &self.parts,
-                vcpus: &self.vcpus,
-            };
-            crate::migration::receive_incoming(&uri, &mut dest).map_err(Error::Incoming)?;
-        }
         if let Some(q) = &mut self.qmp {
             q.start()?;
+        }
+        if let Some(incoming) = self.incoming.take() {
+            self.receive(incoming)?;
         }
         let raw = if self.stdio {
             terminal::RawMode::enter().ok().flatten()
