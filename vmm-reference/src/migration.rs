@@ -100,6 +100,15 @@ impl std::str::FromStr for Incoming {
     }
 }
 
+/// What a VMM started with `--incoming defer` is told to load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Deferred {
+    /// `migrate-incoming`: receive a migration on this URI.
+    Migration(MigrationUri),
+    /// `snapshot-load`: load the snapshot in this directory.
+    Snapshot(PathBuf),
+}
+
 /// A connected migration stream: both directions.
 pub(crate) enum Conn {
     Tcp(TcpStream),
@@ -178,7 +187,7 @@ pub(crate) struct Migrator {
     pub(crate) events: Arc<EventBus>,
     pub(crate) job: Mutex<Option<Job>>,
     /// With `--incoming defer`: where `migrate-incoming` sends its URI.
-    pub(crate) deferred: Arc<Mutex<Option<std::sync::mpsc::Sender<MigrationUri>>>>,
+    pub(crate) deferred: Arc<Mutex<Option<std::sync::mpsc::Sender<Deferred>>>>,
 }
 
 /// The current (or last) outgoing migration.
@@ -564,6 +573,92 @@ pub(crate) fn receive_incoming(
     Ok(received)
 }
 
+/// Hands what to load to a VMM waiting with `--incoming defer`.
+fn send_deferred(
+    m: &Migrator,
+    deferred: &Mutex<Option<std::sync::mpsc::Sender<Deferred>>>,
+    what: Deferred,
+) -> Result<Reply, QmpError> {
+    let Some(tx) = lock(deferred).take() else {
+        return Err(QmpError::generic(
+            if m.status.get() == RunStatus::InMigrate {
+                "The incoming migration has already been started"
+            } else {
+                "'-incoming' was not specified on the command line"
+            },
+        ));
+    };
+    tx.send(what)
+        .map_err(|_| QmpError::generic("the VM is shutting down"))?;
+    Ok(Reply::empty())
+}
+
+/// Loads the snapshot in `dir` into a VM that has not run: copies its memory
+/// (zero pages skipped: the VM's memory is fresh) and restores its state.
+pub(crate) fn load_snapshot_into(dir: &Path, dest: &mut VmmDestination<'_>) -> Result<(), String> {
+    let started = Instant::now();
+    let snap = kvmkit_migration::load_snapshot(dir).map_err(|e| {
+        format!(
+            "cannot read the snapshot in {}: {}",
+            dir.display(),
+            crate::state::error_chain(&e)
+        )
+    })?;
+    let ram = dest.ram();
+    let have: Vec<RamRange> = snap
+        .layout
+        .iter()
+        .map(|r| RamRange::new(r.gpa, r.len))
+        .collect();
+    if have != ram {
+        return Err(format!(
+            "the snapshot in {} has guest RAM {have:x?}, this machine {ram:x?} (start it with the saved VM's --memory)",
+            dir.display()
+        ));
+    }
+    let profile: <HostArch as kvmkit_core::SnapshotArch>::AbiProfile =
+        serde_json::from_value(snap.profile.clone())
+            .map_err(|e| format!("the snapshot's ABI profile is not readable: {e}"))?;
+    dest.parts
+        .kvm
+        .check_profile(&profile, &dest.parts.vm_config, &dest.parts.vcpu_config)
+        .map_err(|e| {
+            format!(
+                "this host cannot run the saved VM: {}",
+                crate::state::error_chain(&e)
+            )
+        })?;
+    let state: VmmState = serde_json::from_value(snap.state.clone())
+        .map_err(|e| format!("the snapshot's state is not readable: {e}"))?;
+    dest.parts.check(&state)?;
+    let file = std::fs::File::open(&snap.memory)
+        .map_err(|e| format!("cannot open {}: {e}", snap.memory.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    for r in &snap.layout {
+        let mut done = 0u64;
+        while done < r.len {
+            let n = usize::try_from((r.len - done).min(1 << 20)).unwrap_or(1 << 20);
+            let chunk = &mut buf[..n];
+            std::os::unix::fs::FileExt::read_exact_at(&file, chunk, r.file_offset + done)
+                .map_err(|e| format!("cannot read {}: {e}", snap.memory.display()))?;
+            if chunk.iter().any(|&b| b != 0) {
+                vm_memory::Bytes::write_slice(dest.memory, chunk, GuestAddress(r.gpa + done))
+                    .map_err(|e| {
+                        format!("cannot write guest memory at {:#x}: {e}", r.gpa + done)
+                    })?;
+            }
+            done += n as u64;
+        }
+    }
+    dest.parts.restore(dest.vcpus, &state)?;
+    eprintln!(
+        "vmm-reference: loaded the snapshot in {} ({:.2} ms)",
+        dir.display(),
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(())
+}
+
 /// Registers the migration and snapshot commands.
 pub(crate) fn register(d: &mut Dispatcher, m: Arc<Migrator>) {
     let err = |e: String| QmpError::generic(e);
@@ -588,16 +683,17 @@ pub(crate) fn register(d: &mut Dispatcher, m: Arc<Migrator>) {
             let uri = args.required_str("uri")?;
             args.finish()?;
             let uri: MigrationUri = uri.parse().map_err(err)?;
-            let Some(tx) = lock(&deferred).take() else {
-                return Err(err(if mm.status.get() == RunStatus::InMigrate {
-                    "The incoming migration has already been started".to_string()
-                } else {
-                    "'-incoming' was not specified on the command line".to_string()
-                }));
-            };
-            tx.send(uri)
-                .map_err(|_| err("the VM is shutting down".to_string()))?;
-            Ok(Reply::empty())
+            send_deferred(&mm, &deferred, Deferred::Migration(uri))
+        }),
+    );
+    let deferred = m.deferred.clone();
+    let mm = m.clone();
+    d.register(
+        "snapshot-load",
+        Box::new(move |_, mut args: Args| {
+            let path = args.required_str("path")?;
+            args.finish()?;
+            send_deferred(&mm, &deferred, Deferred::Snapshot(PathBuf::from(path)))
         }),
     );
     let mm = m.clone();

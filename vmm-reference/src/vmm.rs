@@ -10,7 +10,7 @@ use crate::devices::{
 };
 use crate::kernel::{load_initramfs, load_kernel, BootEntry, HIMEM_START};
 use crate::machine::{GsiLine, ThreadTracked, VmmMachine};
-use crate::migration::{Incoming, MigrationUri, Migrator, VmmDestination};
+use crate::migration::{Deferred, Incoming, Migrator, VmmDestination};
 use crate::qmp::{Dispatcher, EventBus, QmpServer};
 use crate::state::{MachineShape, StateParts, VmmState};
 use crate::{
@@ -108,7 +108,7 @@ pub struct Vmm {
     /// `--incoming`: where the state comes from before the VM runs.
     incoming: Option<Incoming>,
     /// With `--incoming defer`: the URI `migrate-incoming` gives.
-    deferred: Option<Receiver<MigrationUri>>,
+    deferred: Option<Receiver<Deferred>>,
 }
 
 /// A virtio device's backend, opened before the VM is built.
@@ -702,8 +702,8 @@ impl Vmm {
         if let Some(s) = &status {
             s.set(RunStatus::InMigrate);
         }
-        let uri = match incoming {
-            Incoming::At(uri) => uri,
+        let what = match incoming {
+            Incoming::At(uri) => Deferred::Migration(uri),
             Incoming::Defer => {
                 let rx = self.deferred.take().ok_or_else(|| {
                     Error::Incoming("--incoming defer without a QMP socket".to_string())
@@ -715,7 +715,7 @@ impl Vmm {
                         ));
                     }
                     match rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(uri) => break uri,
+                        Ok(what) => break what,
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                         Err(_) => {
                             return Err(Error::Incoming(
@@ -737,7 +737,12 @@ impl Vmm {
             parts: &self.parts,
             vcpus: &self.vcpus,
         };
-        let res = crate::migration::receive_incoming(&uri, &mut dest);
+        let res = match &what {
+            Deferred::Migration(uri) => {
+                crate::migration::receive_incoming(uri, &mut dest).map(drop)
+            }
+            Deferred::Snapshot(dir) => crate::migration::load_snapshot_into(dir, &mut dest),
+        };
         if let Some(m) = &self.migrator {
             m.emit(if res.is_ok() {
                 kvmkit_migration::Status::Completed

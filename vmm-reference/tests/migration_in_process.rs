@@ -116,6 +116,37 @@ fn kvm_snapshot_restores_in_a_new_vmm_and_the_workload_continues() {
     execute(&sock2, "quit", None).unwrap();
     assert_eq!(run.join().unwrap().unwrap(), VmmExit::Quit);
 
+    // Or a VMM waiting with `--incoming defer` loads it over QMP.
+    let mut cfg = config(&console2, &sock2, "console=ttyS0");
+    cfg.incoming = Some(Incoming::Defer);
+    let vmm = Vmm::new(&cfg).unwrap();
+    let run = std::thread::spawn(move || vmm.run());
+    let deadline = Instant::now() + WAIT;
+    while execute(&sock2, "query-status", None).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let e = execute(
+        &sock2,
+        "snapshot-load",
+        args(json!({"path": dir.to_str().unwrap(), "tag": "x"})),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("Parameter 'tag' is unexpected"),
+        "{e}"
+    );
+    execute(
+        &sock2,
+        "snapshot-load",
+        args(json!({"path": dir.to_str().unwrap()})),
+    )
+    .unwrap();
+    let after = counter_above(&console2, saved);
+    assert!(after > saved);
+    execute(&sock2, "quit", None).unwrap();
+    assert_eq!(run.join().unwrap().unwrap(), VmmExit::Quit);
+
     // The same snapshot with another memory size is refused before running.
     let mut cfg = config(&console2, &sock2, "console=ttyS0");
     cfg.restore = Some(dir.clone());
