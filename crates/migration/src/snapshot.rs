@@ -17,6 +17,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemory};
 pub const STATE_FILE: &str = "state";
 /// The memory file in a snapshot directory.
 pub const MEMORY_FILE: &str = "memory";
+/// The suffix of the files being written, renamed into place when complete.
+const TMP_SUFFIX: &str = ".tmp";
 
 /// Where one RAM range lives in the memory file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +63,11 @@ fn file_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
 
 /// Saves a snapshot of a paused VM into `dir` (created if missing).
 ///
+/// Each file is written under a temporary name and renamed into place, so a
+/// failed save leaves the files already in `dir` as they were, and a VM
+/// restored from `dir` (whose RAM maps the old `memory` file) can save into
+/// it: the old file lives on, unchanged, as long as it is mapped.
+///
 /// ```
 /// use kvmkit_migration::{load_snapshot, save_snapshot, RamRange};
 /// use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -83,13 +90,40 @@ pub fn save_snapshot<M: GuestMemory>(
     state: &Value,
 ) -> Result<SnapshotStats> {
     std::fs::create_dir_all(dir).map_err(file_err("creating", dir))?;
-    let mem_path = dir.join(MEMORY_FILE);
+    let mem_path = dir.join(format!("{MEMORY_FILE}{TMP_SUFFIX}"));
+    let state_path = dir.join(format!("{STATE_FILE}{TMP_SUFFIX}"));
+    let res = write_snapshot_files(&mem_path, &state_path, mem, ram, profile, state);
+    if res.is_err() {
+        let _ = std::fs::remove_file(&mem_path);
+        let _ = std::fs::remove_file(&state_path);
+    }
+    let stats = res?;
+    // Each file is complete once renamed; a crash between the two renames
+    // would pair the new memory with the old state (not atomic as a pair).
+    for (tmp, name) in [(&mem_path, MEMORY_FILE), (&state_path, STATE_FILE)] {
+        std::fs::rename(tmp, dir.join(name)).map_err(file_err("renaming", tmp))?;
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(file_err("syncing", dir))?;
+    Ok(stats)
+}
+
+/// Writes the memory file and the state file of a snapshot at these paths.
+fn write_snapshot_files<M: GuestMemory>(
+    mem_path: &Path,
+    state_path: &Path,
+    mem: &M,
+    ram: &[RamRange],
+    profile: &Value,
+    state: &Value,
+) -> Result<SnapshotStats> {
     let file = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(true)
-        .open(&mem_path)
-        .map_err(file_err("creating", &mem_path))?;
+        .open(mem_path)
+        .map_err(file_err("creating", mem_path))?;
     let mut layout = Vec::with_capacity(ram.len());
     let mut offset = 0u64;
     let mut stats = SnapshotStats::default();
@@ -117,7 +151,7 @@ pub fn save_snapshot<M: GuestMemory>(
                 } else {
                     stats.data_pages += 1;
                     file.write_all_at(page, offset + done + i as u64 * PAGE_SIZE)
-                        .map_err(file_err("writing", &mem_path))?;
+                        .map_err(file_err("writing", mem_path))?;
                 }
             }
             done += n;
@@ -125,12 +159,10 @@ pub fn save_snapshot<M: GuestMemory>(
         offset += r.len;
     }
     // Holes for the zero pages at the end too.
-    file.set_len(offset)
-        .map_err(file_err("sizing", &mem_path))?;
-    file.sync_all().map_err(file_err("syncing", &mem_path))?;
+    file.set_len(offset).map_err(file_err("sizing", mem_path))?;
+    file.sync_all().map_err(file_err("syncing", mem_path))?;
 
-    let state_path = dir.join(STATE_FILE);
-    let sf = File::create(&state_path).map_err(file_err("creating", &state_path))?;
+    let sf = File::create(state_path).map_err(file_err("creating", state_path))?;
     let mut w = FrameWriter::new(BufWriter::new(sf))?;
     w.json(Tag::Profile, "PROFILE", profile)?;
     w.json(Tag::Layout, "LAYOUT", &layout)?;
@@ -141,11 +173,11 @@ pub fn save_snapshot<M: GuestMemory>(
         .into_inner()
         .map_err(|e| Error::SnapshotFile {
             op: "writing",
-            path: state_path.clone(),
+            path: state_path.to_path_buf(),
             source: e.into_error(),
         })?
         .sync_all()
-        .map_err(file_err("syncing", &state_path))?;
+        .map_err(file_err("syncing", state_path))?;
     Ok(stats)
 }
 
@@ -225,6 +257,75 @@ mod tests {
         assert_eq!(u32::from_le_bytes(w), 0x1234);
         f.read_exact_at(&mut w, 0x5000).unwrap();
         assert_eq!(u32::from_le_bytes(w), 0xabcd);
+    }
+
+    #[test]
+    fn saving_over_the_mapped_snapshot_keeps_the_mapping() {
+        // A VM restored from `dir` runs on a mapping of `dir/memory` and
+        // saves into `dir` again: the save reads that very mapping.
+        let dir = TempDir::new().unwrap();
+        let ram = [RamRange::new(0, 0x4000)];
+        let j = serde_json::json!({});
+        let first = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x4000)]).unwrap();
+        first.write_obj(0x1111u64, GuestAddress(0x1000)).unwrap();
+        save_snapshot(dir.as_path(), &first, &ram, &j, &j).unwrap();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.as_path().join(MEMORY_FILE))
+            .unwrap();
+        let mapped = GuestMemoryMmap::<()>::from_ranges_with_files([(
+            GuestAddress(0),
+            0x4000,
+            Some(vm_memory::FileOffset::new(file, 0)),
+        )])
+        .unwrap();
+        assert_eq!(
+            mapped.read_obj::<u64>(GuestAddress(0x1000)).unwrap(),
+            0x1111
+        );
+        mapped.write_obj(0x2222u64, GuestAddress(0x3000)).unwrap();
+        let stats = save_snapshot(dir.as_path(), &mapped, &ram, &j, &j).unwrap();
+        assert_eq!((stats.data_pages, stats.zero_pages), (2, 2));
+        // The mapping still reads its own contents (no SIGBUS, no zeroes)...
+        assert_eq!(
+            mapped.read_obj::<u64>(GuestAddress(0x1000)).unwrap(),
+            0x1111
+        );
+        // ... and the new files hold them; no temporary file is left.
+        let f = File::open(dir.as_path().join(MEMORY_FILE)).unwrap();
+        let mut w = [0u8; 8];
+        f.read_exact_at(&mut w, 0x3000).unwrap();
+        assert_eq!(u64::from_le_bytes(w), 0x2222);
+        f.read_exact_at(&mut w, 0x1000).unwrap();
+        assert_eq!(u64::from_le_bytes(w), 0x1111);
+        let mut names: Vec<String> = std::fs::read_dir(dir.as_path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [MEMORY_FILE, STATE_FILE]);
+        load_snapshot(dir.as_path()).unwrap();
+    }
+
+    #[test]
+    fn a_failed_save_leaves_the_old_snapshot() {
+        let dir = TempDir::new().unwrap();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();
+        let j = serde_json::json!({"n": 1});
+        save_snapshot(dir.as_path(), &mem, &[RamRange::new(0, 0x2000)], &j, &j).unwrap();
+        // RAM outside the memory: the save fails while reading it.
+        let e =
+            save_snapshot(dir.as_path(), &mem, &[RamRange::new(0, 0x3000)], &j, &j).unwrap_err();
+        assert!(matches!(e, Error::GuestMemory { .. }), "{e}");
+        let snap = load_snapshot(dir.as_path()).unwrap();
+        assert_eq!(snap.layout.len(), 1);
+        assert_eq!(snap.layout[0].len, 0x2000);
+        assert_eq!(
+            std::fs::read_dir(dir.as_path()).unwrap().count(),
+            2,
+            "no temporary file left"
+        );
     }
 
     #[test]
