@@ -116,6 +116,21 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
+    fn try_clone(&self) -> std::io::Result<Conn> {
+        Ok(match self {
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
+        })
+    }
+
+    fn shutdown(&self) {
+        // Already closed: nothing left to break.
+        let _ = match self {
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+
     fn halves(&self) -> std::io::Result<(Box<dyn Read + Send>, Box<dyn Write + Send>)> {
         Ok(match self {
             Conn::Tcp(s) => {
@@ -194,6 +209,8 @@ pub(crate) struct Migrator {
 pub(crate) struct Job {
     progress: Arc<Progress>,
     cancel: Arc<AtomicBool>,
+    /// The connection once made, so that a cancel can break a blocked write.
+    conn: Arc<Mutex<Option<Conn>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -295,15 +312,17 @@ impl Migrator {
         progress.set_status(Status::Setup, None);
         let cancel = Arc::new(AtomicBool::new(false));
         let me = self.clone();
-        let (p, c) = (progress.clone(), cancel.clone());
+        let conn = Arc::new(Mutex::new(None));
+        let (p, c, k) = (progress.clone(), cancel.clone(), conn.clone());
         self.emit(Status::Setup);
         let thread = std::thread::Builder::new()
             .name("migration".into())
-            .spawn(move || me.run(uri, tracker, &p, &c))
+            .spawn(move || me.run(uri, tracker, &p, &c, &k))
             .map_err(|e| format!("cannot start the migration thread: {e}"))?;
         *lock(&self.job) = Some(Job {
             progress,
             cancel,
+            conn,
             thread: Some(thread),
         });
         Ok(())
@@ -315,6 +334,7 @@ impl Migrator {
         tracker: Arc<DirtyTracker<HostArch>>,
         progress: &Progress,
         cancel: &AtomicBool,
+        shared: &Mutex<Option<Conn>>,
     ) {
         let conn = match uri.connect().and_then(|c| c.halves().map(|h| (c, h))) {
             Ok(c) => c,
@@ -327,7 +347,11 @@ impl Migrator {
                 return;
             }
         };
-        let (_conn, (reader, writer)) = conn;
+        let (conn, (reader, writer)) = conn;
+        *lock(shared) = conn.try_clone().ok();
+        if cancel.load(Ordering::SeqCst) {
+            conn.shutdown();
+        }
         self.emit(Status::Active);
         let mut src = VmmSource {
             m: self,
@@ -359,6 +383,10 @@ impl Migrator {
     pub(crate) fn cancel(&self) {
         if let Some(j) = lock(&self.job).as_ref() {
             j.cancel.store(true, Ordering::SeqCst);
+            // A write blocked on a slow destination ends at once.
+            if let Some(c) = lock(&j.conn).as_ref() {
+                c.shutdown();
+            }
         }
     }
 

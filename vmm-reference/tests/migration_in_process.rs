@@ -7,7 +7,9 @@
 
 use kvmkit_test_support::kvm_or_skip;
 use kvmkit_vmm_reference::qmp::execute;
-use kvmkit_vmm_reference::{Incoming, SerialConfig, Vmm, VmmConfig, VmmExit};
+use kvmkit_vmm_reference::{
+    DiskConfig, Incoming, IrqchipChoice, SerialConfig, Vmm, VmmConfig, VmmExit,
+};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -267,4 +269,176 @@ fn migrate_cancel_is_harmless(sock: &Path) {
         execute(sock, "query-migrate", None).unwrap()["status"],
         "failed"
     );
+}
+
+#[test]
+fn kvm_split_irqchip_snapshot_restores_its_ioapic() {
+    let Some(()) = kvm_or_skip!() else { return };
+    let (sock, con, dir) = (scratch("sp-sock"), scratch("sp-con"), scratch("sp-dir"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut cfg = config(&con, &sock, "console=ttyS0 kvmkit.autorun=dirty:32");
+    cfg.irqchip = IrqchipChoice::Split;
+    let vmm = Vmm::new(&cfg).unwrap();
+    let run = std::thread::spawn(move || vmm.run());
+    counter_above(&con, 0);
+    execute(&sock, "stop", None).unwrap();
+    execute(
+        &sock,
+        "snapshot-save",
+        args(json!({"path": dir.to_str().unwrap()})),
+    )
+    .unwrap();
+    // Paused before, paused after.
+    assert_eq!(
+        execute(&sock, "query-status", None).unwrap()["status"],
+        "paused"
+    );
+    execute(&sock, "quit", None).unwrap();
+    run.join().unwrap().unwrap();
+    let saved = last_counter(&con);
+
+    // Another vCPU count or irqchip is refused, naming the flags to use.
+    let mut bad = config(&con, &sock, "console=ttyS0");
+    bad.restore = Some(dir.clone());
+    bad.vcpus = 2;
+    let e = Vmm::new(&bad).unwrap_err().to_string();
+    assert!(e.contains("--vcpus"), "{e}");
+    bad.vcpus = 1;
+    let e = Vmm::new(&bad).unwrap_err().to_string();
+    assert!(e.contains("irqchip split"), "{e}");
+
+    cfg.restore = Some(dir.clone());
+    cfg.cmdline = "console=ttyS0".into();
+    let vmm = Vmm::new(&config_like(&cfg, &con)).unwrap();
+    let run = std::thread::spawn(move || vmm.run());
+    // The workload goes on through the restored IOAPIC's timer interrupts.
+    counter_above(&con, saved);
+    execute(&sock, "quit", None).unwrap();
+    assert_eq!(run.join().unwrap().unwrap(), VmmExit::Quit);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `cfg` with a fresh console file.
+fn config_like(cfg: &VmmConfig, console: &Path) -> VmmConfig {
+    let _ = std::fs::remove_file(console);
+    cfg.clone()
+}
+
+#[test]
+fn kvm_virtio_devices_refuse_snapshots_and_migration() {
+    let Some(()) = kvm_or_skip!() else { return };
+    let (sock, con) = (scratch("v-sock"), scratch("v-con"));
+    let disk = scratch("v-disk");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let mut cfg = config(&con, &sock, "console=ttyS0");
+    cfg.disks = vec![DiskConfig {
+        path: disk.clone(),
+        readonly: false,
+    }];
+    let vmm = Vmm::new(&cfg).unwrap();
+    let run = std::thread::spawn(move || vmm.run());
+    let deadline = Instant::now() + WAIT;
+    while execute(&sock, "query-status", None).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let dir = scratch("v-dir");
+    let e = execute(
+        &sock,
+        "snapshot-save",
+        args(json!({"path": dir.to_str().unwrap()})),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("virtio"), "{e}");
+    let e = execute(&sock, "migrate", args(json!({"uri": "tcp:127.0.0.1:1"}))).unwrap_err();
+    assert!(e.to_string().contains("virtio"), "{e}");
+    assert_eq!(
+        execute(&sock, "query-status", None).unwrap()["status"],
+        "running"
+    );
+    execute(&sock, "quit", None).unwrap();
+    run.join().unwrap().unwrap();
+    let _ = std::fs::remove_file(&disk);
+}
+
+#[test]
+fn kvm_migration_over_tcp_can_be_cancelled_watched_and_completed() {
+    let Some(()) = kvm_or_skip!() else { return };
+    let (ssock, scon) = (scratch("t-src-sock"), scratch("t-src-con"));
+    let (dsock, dcon) = (scratch("t-dst-sock"), scratch("t-dst-con"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let uri = format!("tcp:127.0.0.1:{port}");
+
+    let mut scfg = config(&scon, &ssock, "console=ttyS0 kvmkit.autorun=dirty:128");
+    scfg.memory_mib = 1024;
+    let src = Vmm::new(&scfg).unwrap();
+    let src_run = std::thread::spawn(move || src.run());
+    counter_above(&scon, 0);
+
+    // First a migration to a destination that never reads: it blocks until
+    // cancelled, and the source runs on.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_uri = format!("tcp:{}", stuck.local_addr().unwrap());
+    let holder = std::thread::spawn(move || stuck.accept().map(|(c, _)| c));
+    execute(&ssock, "migrate", args(json!({ "uri": stuck_uri }))).unwrap();
+    let held = holder.join().unwrap().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while execute(&ssock, "query-migrate", None).unwrap()["status"] != "active" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    execute(&ssock, "migrate_cancel", None).unwrap();
+    let info = loop {
+        let i = execute(&ssock, "query-migrate", None).unwrap();
+        if i["status"] == "cancelled" {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "{i}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(info["ram"]["transferred"].as_u64().unwrap() > 0, "{info}");
+    drop(held);
+    assert_eq!(
+        execute(&ssock, "query-status", None).unwrap()["status"],
+        "running"
+    );
+    let before = last_counter(&scon);
+    counter_above(&scon, before);
+
+    // Then a real one.
+    let mut dcfg = config(&dcon, &dsock, "console=ttyS0");
+    dcfg.memory_mib = 1024;
+    dcfg.incoming = Some(Incoming::At(uri.parse().unwrap()));
+    let dst = Vmm::new(&dcfg).unwrap();
+    let dst_run = std::thread::spawn(move || dst.run());
+    let deadline = Instant::now() + WAIT;
+    while execute(&dsock, "query-status", None).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        execute(&dsock, "query-status", None).unwrap()["status"],
+        "inmigrate"
+    );
+    execute(&ssock, "migrate", args(json!({ "uri": uri }))).unwrap();
+    let e = execute(&ssock, "migrate", args(json!({ "uri": uri }))).unwrap_err();
+    assert!(e.to_string().contains("in progress"), "{e}");
+    let e = execute(&ssock, "snapshot-save", args(json!({"path": "/tmp/x"}))).unwrap_err();
+    assert!(e.to_string().contains("in progress"), "{e}");
+    // Watch it: figures grow while it runs.
+    let info = execute(&ssock, "query-migrate", None).unwrap();
+    assert!(
+        ["setup", "active", "device"].contains(&info["status"].as_str().unwrap()),
+        "{info}"
+    );
+    assert_eq!(info["ram"]["total"], 1024u64 << 20);
+    assert_eq!(src_run.join().unwrap().unwrap(), VmmExit::Migrated);
+    let at_source = last_counter(&scon);
+    counter_above(&dcon, at_source.max(1));
+    execute(&dsock, "quit", None).unwrap();
+    assert_eq!(dst_run.join().unwrap().unwrap(), VmmExit::Quit);
 }
