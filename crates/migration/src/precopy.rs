@@ -162,10 +162,65 @@ impl Progress {
         *self.status.lock().unwrap_or_else(PoisonError::into_inner) = (status, error);
     }
 
+    /// Counts pages just sent, and the bytes left in this round.
     fn add_sent(&self, s: &SendStats) {
         self.normal_pages
             .fetch_add(s.normal_pages, Ordering::Relaxed);
         self.zero_pages.fetch_add(s.zero_pages, Ordering::Relaxed);
+        let bytes = (s.normal_pages + s.zero_pages) * PAGE_SIZE;
+        // The closure always returns Some: the update cannot fail.
+        let _ = self
+            .remaining
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                Some(r.saturating_sub(bytes))
+            });
+    }
+}
+
+/// Guest RAM sent between two updates of the page counters.
+const PIECE_BYTES: u64 = 4 << 20;
+
+/// [`send_ranges`] in pieces of at most [`PIECE_BYTES`], counting each in
+/// `progress` as it goes.
+fn send_counted<W: Write, M: GuestMemory>(
+    w: &mut FrameWriter<W>,
+    mem: &M,
+    ranges: &[RamRange],
+    stats: &mut SendStats,
+    cancel: &AtomicBool,
+    progress: &Progress,
+) -> Result<()> {
+    for r in ranges {
+        let mut at = r.gpa;
+        while at < r.end() {
+            let piece = RamRange::new(at, (r.end() - at).min(PIECE_BYTES));
+            let mut s = SendStats::default();
+            send_ranges(w, mem, &[piece], &mut s, cancel)?;
+            progress.add_sent(&s);
+            stats.normal_pages += s.normal_pages;
+            stats.zero_pages += s.zero_pages;
+            at = piece.end();
+        }
+    }
+    Ok(())
+}
+
+/// A writer that adds what it writes to a progress counter, so that
+/// `transferred` moves during a round, not only at its end.
+struct Counted<'a, W> {
+    w: W,
+    n: &'a AtomicU64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.n.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
     }
 }
 
@@ -221,7 +276,14 @@ fn total_len(ranges: &[RamRange]) -> u64 {
 /// stays paused (the caller ends it). On any failure — the connection drops,
 /// the destination refuses, `cancel` is set — logging is turned off, the VM
 /// is resumed if it was paused, and the error says why: the source keeps
-/// running the guest and loses nothing.
+/// running the guest and loses nothing. `cancel` is checked between frames;
+/// to end a read or write blocked on a stalled destination, the caller also
+/// shuts the connection down: any error once `cancel` is set is
+/// [`Error::Cancelled`].
+///
+/// `progress` moves while a round runs: `transferred` with every write,
+/// `remaining` (the bytes of the current round not sent yet) and the page
+/// counters every 4 MiB of guest RAM.
 pub fn migrate<S: MigrationSource, R: Read, W: Write>(
     src: &mut S,
     mut reader: R,
@@ -243,7 +305,11 @@ pub fn migrate<S: MigrationSource, R: Read, W: Write>(
         &mut paused,
         start,
     );
-    if let Err(Error::Write { .. }) = res {
+    if res.is_err() && cancel.load(Ordering::SeqCst) {
+        // A cancel may shut the connection down to end a blocked read or
+        // write: whatever error that caused, the migration was cancelled.
+        res = Err(Error::Cancelled);
+    } else if let Err(Error::Write { .. }) = res {
         // A destination that refuses closes the connection after saying why:
         // prefer its reason to the broken pipe.
         if let Ok(ack) = FrameReader::new(&mut reader).and_then(|mut r| r.next_frame()) {
@@ -295,7 +361,11 @@ fn run_source<S: MigrationSource, R: Read, W: Write>(
 ) -> Result<()> {
     let ram = src.ram();
     progress.total.store(total_len(&ram), Ordering::Relaxed);
-    let mut w = FrameWriter::new(writer)?;
+    progress.transferred.store(0, Ordering::Relaxed);
+    let mut w = FrameWriter::new(Counted {
+        w: writer,
+        n: &progress.transferred,
+    })?;
     let profile = src.profile().map_err(vmm("describing the ABI profile"))?;
     w.json(Tag::Profile, "PROFILE", &profile)?;
     w.json(Tag::Layout, "LAYOUT", &ram)?;
@@ -316,13 +386,12 @@ fn run_source<S: MigrationSource, R: Read, W: Write>(
         let t = Instant::now();
         let before = w.bytes_written();
         let mut stats = SendStats::default();
-        send_ranges(&mut w, src.memory(), &to_send, &mut stats, cancel)?;
+        progress
+            .remaining
+            .store(total_len(&to_send), Ordering::Relaxed);
+        send_counted(&mut w, src.memory(), &to_send, &mut stats, cancel, progress)?;
         w.json(Tag::Round, "ROUND", &round)?;
         w.flush()?;
-        progress.add_sent(&stats);
-        progress
-            .transferred
-            .store(w.bytes_written(), Ordering::Relaxed);
         let took = t.elapsed().max(Duration::from_micros(1));
         let bw = per_second(w.bytes_written() - before, took);
         progress.bytes_per_second.store(bw, Ordering::Relaxed);
@@ -356,8 +425,10 @@ fn run_source<S: MigrationSource, R: Read, W: Write>(
     let last = src.harvest().map_err(vmm("harvesting the dirty log"))?;
     to_send.extend(last);
     let mut stats = SendStats::default();
-    send_ranges(&mut w, src.memory(), &to_send, &mut stats, cancel)?;
-    progress.add_sent(&stats);
+    progress
+        .remaining
+        .store(total_len(&to_send), Ordering::Relaxed);
+    send_counted(&mut w, src.memory(), &to_send, &mut stats, cancel, progress)?;
     let state = src.state().map_err(vmm("saving the VM state"))?;
     w.json(Tag::State, "STATE", &state)?;
     w.json(
@@ -369,9 +440,6 @@ fn run_source<S: MigrationSource, R: Read, W: Write>(
         },
     )?;
     w.flush()?;
-    progress
-        .transferred
-        .store(w.bytes_written(), Ordering::Relaxed);
     progress.remaining.store(0, Ordering::Relaxed);
 
     let mut r = FrameReader::new(reader)?;

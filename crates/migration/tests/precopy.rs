@@ -474,3 +474,85 @@ fn damaged_streams_are_refused_by_the_destination() {
     let (r, _, _) = replay(b"GET / HTTP/1.1\r\n\r\n");
     assert!(matches!(r, Err(Error::BadMagic { .. })));
 }
+
+#[test]
+fn progress_moves_within_a_round_and_cancel_ends_a_blocked_write() {
+    let mut src = source();
+    // Every page holds data: round 0 sends all 6 MiB of RAM as pages.
+    src.guest.pause();
+    for &(g, l) in &RAM {
+        let mut gpa = g;
+        while gpa < g + l {
+            src.guest
+                .mem
+                .write_obj(gpa | 1, GuestAddress(gpa + 8))
+                .unwrap();
+            gpa += PAGE_SIZE;
+        }
+    }
+    src.guest.resume();
+    // A destination that reads 4.5 MiB, then nothing more: the source sends
+    // the first 4 MiB range, then blocks in a write within the next 2 MiB
+    // (a socket buffer is far less than the 1.5 MiB left).
+    const READ: usize = 9 << 19;
+    let (a, b) = UnixStream::pair().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = vec![0u8; READ];
+        (&b).read_exact(&mut buf).unwrap();
+        b
+    });
+    let progress = Arc::new(Progress::default());
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (p, c, conn) = (progress.clone(), cancel.clone(), a.try_clone().unwrap());
+    let t = std::thread::spawn(move || {
+        let res = migrate(&mut src, &conn, &conn, &Policy::default(), &p, &c);
+        (res, src)
+    });
+    let _b = reader.join().unwrap();
+    // The first 4 MiB are counted while round 0 is still under way; before,
+    // nothing moved until the round ended.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while progress.normal_pages.load(Ordering::Relaxed) < 1024 {
+        assert!(
+            !t.is_finished(),
+            "the migration ended: {:?}",
+            progress.status()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress within round 0: {} pages, {} bytes",
+            progress.normal_pages.load(Ordering::Relaxed),
+            progress.transferred.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let total = progress.total.load(Ordering::Relaxed);
+    assert_eq!(total, RAM.iter().map(|r| r.1).sum::<u64>());
+    assert_eq!(progress.status().0, Status::Active);
+    assert_eq!(
+        progress.rounds.load(Ordering::Relaxed),
+        0,
+        "round 0 cannot end"
+    );
+    assert_eq!(progress.normal_pages.load(Ordering::Relaxed), 1024);
+    // At least the first range's pages (a write in progress is not counted:
+    // a blocking socket write returns only once all of it is queued).
+    assert!(progress.transferred.load(Ordering::Relaxed) > 4 << 20);
+    assert_eq!(
+        progress.remaining.load(Ordering::Relaxed),
+        total - (4 << 20)
+    );
+
+    // The writer is blocked on the full socket: the cancel flag alone is
+    // not seen until the write returns; shutting the socket down ends it.
+    cancel.store(true, Ordering::SeqCst);
+    a.shutdown(std::net::Shutdown::Both).unwrap();
+    let (res, src) = t.join().unwrap();
+    assert!(matches!(res, Err(Error::Cancelled)), "{res:?}");
+    let (status, why) = progress.status();
+    assert_eq!(status, Status::Cancelled);
+    assert_eq!(why.as_deref(), Some("the migration was cancelled"));
+    assert!(src.stopped_logging);
+    assert!(!src.guest.paused.load(Ordering::SeqCst), "the source runs");
+}
