@@ -607,16 +607,22 @@ pub(crate) fn get_tod_ext(vm: &File) -> io::Result<kvm_s390_vm_tod_clock> {
     Ok(tod)
 }
 
-/// `KVM_GET_DEVICE_ATTR(KVM_S390_VM_TOD, KVM_S390_VM_TOD_HIGH / _LOW)`: the
-/// guest TOD clock of kernels without `KVM_S390_VM_TOD_EXT`.
-pub(crate) fn get_tod_high_low(vm: &File) -> io::Result<(u8, u64)> {
+/// `KVM_GET_DEVICE_ATTR(KVM_S390_VM_TOD, KVM_S390_VM_TOD_HIGH)`: the epoch
+/// index of kernels without `KVM_S390_VM_TOD_EXT`.
+pub(crate) fn get_tod_high(vm: &File) -> io::Result<u8> {
     let mut high = 0u8;
-    let mut low = 0u64;
     // SAFETY: KVM_S390_VM_TOD_HIGH writes one u8 at `addr`.
     unsafe { get_device_attr(vm, KVM_S390_VM_TOD, KVM_S390_VM_TOD_HIGH, &mut high) }?;
+    Ok(high)
+}
+
+/// `KVM_GET_DEVICE_ATTR(KVM_S390_VM_TOD, KVM_S390_VM_TOD_LOW)`: the guest
+/// TOD clock of kernels without `KVM_S390_VM_TOD_EXT`.
+pub(crate) fn get_tod_low(vm: &File) -> io::Result<u64> {
+    let mut low = 0u64;
     // SAFETY: KVM_S390_VM_TOD_LOW writes one u64 at `addr`.
     unsafe { get_device_attr(vm, KVM_S390_VM_TOD, KVM_S390_VM_TOD_LOW, &mut low) }?;
-    Ok((high, low))
+    Ok(low)
 }
 
 /// `KVM_SET_DEVICE_ATTR(KVM_S390_VM_TOD, KVM_S390_VM_TOD_EXT)`: sets the
@@ -907,7 +913,8 @@ mod tests {
         // Snapshots: the TOD clock, the CPU model, the FLIC's interrupts.
         assert!(!has_device_attr(&f, KVM_S390_VM_TOD, KVM_S390_VM_TOD_EXT));
         assert!(get_tod_ext(&f).is_err());
-        assert!(get_tod_high_low(&f).is_err());
+        assert!(get_tod_high(&f).is_err());
+        assert!(get_tod_low(&f).is_err());
         assert!(set_tod_ext(&f, &kvm_s390_vm_tod_clock::default()).is_err());
         assert!(set_tod_low(&f, 0).is_err());
         assert!(get_cpu_processor(&f).is_err());
