@@ -607,6 +607,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// A VM over /dev/null whose `init_vm` made `chip` (itself over
+    /// /dev/null, see `irq::tests::fake`).
+    pub(crate) fn fake_vm_with_chip(vm_type: VmType, chip: PpcIrqChip) -> PpcVm {
+        let vm = fake_vm(vm_type);
+        vm.irqchip
+            .set(Some(Arc::new(chip)))
+            .expect("a fresh VM has no irqchip yet");
+        vm
+    }
+
     /// A vCPU over /dev/zero: the mapping works, every ioctl fails (ENOTTY).
     pub(crate) fn fake_vcpu() -> PpcVcpu {
         let fd = dev("/dev/zero");
@@ -824,6 +834,159 @@ pub(crate) mod tests {
             Ppc64::decode_exit(Ppc64::kvm_run(&mut vcpu)).unwrap(),
             VcpuExit::Hlt
         ));
+    }
+
+    #[test]
+    fn init_vcpu_connects_the_vcpu_to_the_vms_irqchip() {
+        let sys = fake_system();
+        let vcpu = fake_vcpu();
+        let no_papr = VcpuConfig {
+            papr: false,
+            ..VcpuConfig::default()
+        };
+        // The server number is the vCPU id; the connection is the vCPU's
+        // KVM_ENABLE_CAP with the controller's capability.
+        for (kind, ioctl) in [
+            (IrqchipKind::Xics, "KVM_ENABLE_CAP(KVM_CAP_IRQ_XICS)"),
+            (IrqchipKind::Xive, "KVM_ENABLE_CAP(KVM_CAP_PPC_IRQ_XIVE)"),
+        ] {
+            let vm = fake_vm_with_chip(VmType::Hv, crate::irq::tests::fake(kind));
+            let e = Ppc64::init_vcpu(&sys, &vm, &vcpu, VcpuId(3), &no_papr).unwrap_err();
+            assert!(
+                matches!(&e, Error::Ioctl { ioctl: i, source } if *i == ioctl
+                    && source.raw_os_error() == Some(libc::ENOTTY)),
+                "{e:?}"
+            );
+        }
+        // Without an irqchip there is nothing to connect: no ioctl at all.
+        Ppc64::init_vcpu(&sys, &fake_vm(VmType::Hv), &vcpu, VcpuId(3), &no_papr).unwrap();
+    }
+
+    #[test]
+    fn registers_the_kernel_lacks_are_left_out_of_a_snapshot() {
+        // /dev/urandom answers every ioctl it does not know with EINVAL, the
+        // errno of KVM_GET_ONE_REG for a register the kernel does not have
+        // (KVM-PR, an older CPU); its kvm_run comes from /dev/zero.
+        let zero = dev("/dev/zero");
+        let vcpu = PpcVcpu {
+            fd: dev("/dev/urandom"),
+            run: RunMap::new(zero.as_fd(), 4096).unwrap(),
+        };
+        assert!(read_one_regs(&vcpu).unwrap().is_empty());
+        // ENOENT means absent too; ENOTTY (no KVM at all) fails the read,
+        // as vcpu_calls_name_their_ioctls checks.
+        assert!(is_absent(&std::io::Error::from_raw_os_error(libc::ENOENT)));
+        assert!(!is_absent(&std::io::Error::from_raw_os_error(libc::ENOTTY)));
+        // An explicit read of one of them is an error, with the errno.
+        let mut b = [0u8; 8];
+        let e = Ppc64::get_one_reg(&vcpu, KVM_REG_PPC_TB_OFFSET, &mut b).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn a_kvm_run_that_exits_again_is_a_pending_exit() {
+        use crate::sys::tests::with_ioctls_accepted;
+        // KVM_RUN with immediate_exit set returns 0 instead of EINTR when
+        // finishing the last exit led to another (here a hypercall, as
+        // kvm_run says): the state must not be read past it.
+        let mut vcpu = fake_vcpu();
+        Ppc64::kvm_run(&mut vcpu)[8..12].copy_from_slice(&KVM_EXIT_PAPR_HCALL.to_ne_bytes());
+        let (pending, flag, save, outcome) = with_ioctls_accepted(&[KVM_RUN], move || {
+            let pending = vcpu.complete_pending_exit().unwrap_err();
+            let flag = vcpu.run.immediate_exit().load(Ordering::SeqCst);
+            let save = Ppc64::save_vcpu_state(&vcpu).unwrap_err();
+            // A plain run that returns 0 exited: its exit is to decode.
+            let outcome = Ppc64::run(&mut vcpu).unwrap();
+            (pending, flag, save, outcome)
+        });
+        assert!(
+            matches!(pending, Error::PendingExit { reason } if reason == KVM_EXIT_PAPR_HCALL),
+            "{pending:?}"
+        );
+        assert_eq!(
+            pending.to_string(),
+            "the vCPU has an unfinished exit (reason 19): run it to completion before saving or restoring its state"
+        );
+        assert_eq!(flag, 0, "immediate_exit is put back");
+        assert!(
+            matches!(save, Error::PendingExit { reason: 19 }),
+            "{save:?}"
+        );
+        assert_eq!(outcome, RunOutcome::Exited);
+    }
+
+    #[test]
+    fn a_kernel_with_every_register_gives_a_complete_vcpu_state() {
+        use crate::sys::tests::with_ioctls_answered;
+        // KVM_RUN finishes the last exit (EINTR, nothing pending); every
+        // register call is accepted.
+        let answers = [
+            (KVM_RUN, libc::EINTR),
+            (KVM_GET_REGS, 0),
+            (KVM_GET_SREGS, 0),
+            (KVM_GET_ONE_REG, 0),
+            (KVM_SET_REGS, 0),
+            (KVM_SET_SREGS, 0),
+            (KVM_SET_ONE_REG, 0),
+        ];
+        let vcpu = fake_vcpu();
+        let s = with_ioctls_answered(&answers, move || {
+            let s = Ppc64::save_vcpu_state(&vcpu)?;
+            Ppc64::restore_vcpu_state(&vcpu, &s)?;
+            Ok::<_, Error>(s)
+        })
+        .unwrap();
+        assert_eq!(s.version, STATE_VERSION);
+        // Every register of the snapshot list, at its size.
+        let ids: Vec<u64> = s.one_regs.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, crate::snapshot_one_regs());
+        assert!(s
+            .one_regs
+            .iter()
+            .all(|(id, b)| b.len() == sys::reg_size(*id)));
+    }
+
+    #[test]
+    fn booting_marks_the_vcpu_online_where_the_kernel_knows_how() {
+        use crate::sys::tests::with_ioctls_answered;
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        let boot = BootSetup::pseries(0x10, 0x8000, vec![0xd0, 0x0d], crate::Endian::Big);
+        let regs = [(KVM_GET_REGS, 0), (KVM_SET_REGS, 0)];
+        // KVM_REG_PPC_ONLINE accepted, or unknown to the kernel (EINVAL,
+        // before POWER9's KVM-HV): the vCPU boots either way.
+        for errno in [0, libc::EINVAL, libc::ENOENT] {
+            let answers = [regs[0], regs[1], (KVM_SET_ONE_REG, errno)];
+            let (vcpu, mem, boot) = (fake_vcpu(), &mem, &boot);
+            with_ioctls_answered(&answers, move || Ppc64::setup_boot(&vcpu, mem, boot))
+                .unwrap_or_else(|e| panic!("errno {errno}: {e}"));
+        }
+        // Any other refusal is an error naming the register.
+        let answers = [regs[0], regs[1], (KVM_SET_ONE_REG, libc::EPERM)];
+        let (vcpu, mem, boot) = (fake_vcpu(), &mem, &boot);
+        let e = with_ioctls_answered(&answers, move || Ppc64::setup_boot(&vcpu, mem, boot))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "KVM_SET_ONE_REG(KVM_REG_PPC_ONLINE) failed");
+        assert_eq!(e.errno(), Some(libc::EPERM));
+    }
+
+    #[test]
+    fn a_kernel_of_another_api_version_is_refused() {
+        use crate::sys::tests::with_ioctls_accepted;
+        // KVM_GET_API_VERSION answering 0 (not 12).
+        let e = with_ioctls_accepted(&[KVM_GET_API_VERSION], || {
+            PpcSystem::open(Path::new("/dev/null")).unwrap_err()
+        });
+        assert!(matches!(e, Error::ApiVersion(0)), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "KVM API version 0 is not the supported version 12"
+        );
+        // An RTAS token the kernel accepts.
+        let vm = fake_vm(VmType::Hv);
+        with_ioctls_accepted(&[KVM_PPC_RTAS_DEFINE_TOKEN], || {
+            vm.define_rtas_token("ibm,int-on", 0x2003)
+        })
+        .unwrap();
     }
 
     fn arch_exit(reason: u32, fill: impl FnOnce(&mut [u8])) -> ArchExitOutcome {

@@ -181,6 +181,27 @@ mod tests {
     }
 
     #[test]
+    fn rtas_code_goes_whole_at_its_base_or_not_at_all() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();
+        write_rtas_blob(&mem, 0x1000).unwrap();
+        let mut got = [0u8; 24];
+        mem.read_slice(&mut got, GuestAddress(0x1000)).unwrap();
+        assert_eq!(got[..20], RTAS_BLOB);
+        assert_eq!(got[20..], [0; 4], "nothing past the blob");
+        // The last 19 bytes of memory cannot hold it: refused, untouched.
+        let e = write_rtas_blob(&mem, 0x2000 - 19).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot write the RTAS entry code at guest address 0x1fed"
+        );
+        let mut tail = [0u8; 19];
+        mem.read_slice(&mut tail, GuestAddress(0x2000 - 19))
+            .unwrap();
+        assert_eq!(tail, [0; 19]);
+        write_rtas_blob(&mem, 0x2000 - 20).unwrap();
+    }
+
+    #[test]
     fn regs_for_big_endian_entry() {
         let b = BootSetup::pseries(0x100, 0x200, vec![], Endian::Big);
         let mut r = kvm_regs {

@@ -131,6 +131,18 @@ mod tests {
             .build();
         assert_eq!(u64::from(d.arch.bp[0].type_), 12);
         assert_eq!(u64::from(d.arch.bp[1].type_), KVMPPC_DEBUG_WATCH_READ);
+        // A write watchpoint: the kernel's type 4, with HW breakpoints on.
+        let d = GuestDebugBuilder::new()
+            .hw_breakpoint(0x7000, HwBreakpoint::WatchWrite)
+            .unwrap()
+            .build();
+        assert_eq!(u64::from(d.arch.bp[0].type_), KVMPPC_DEBUG_WATCH_WRITE);
+        assert_eq!(KVMPPC_DEBUG_WATCH_WRITE, 4);
+        assert_eq!(d.arch.bp[0].addr, 0x7000);
+        assert_eq!(
+            u64::from(d.control),
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP
+        );
         let d = GuestDebugBuilder::new().software_breakpoints().build();
         assert_eq!(
             u64::from(d.control),

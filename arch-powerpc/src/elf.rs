@@ -328,7 +328,7 @@ pub fn load_elf<M: GuestMemory + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::GuestMemoryMmap;
+    use vm_memory::{GuestMemoryMmap, Permissions};
 
     struct Seg {
         p_type: u32,
@@ -530,5 +530,86 @@ mod tests {
         let mut b = [0u8; 0x20];
         m.read_slice(&mut b, GuestAddress(0xd000)).unwrap();
         assert_eq!(b, [0x55; 0x20]);
+    }
+
+    /// Guest memory whose writes start failing after `writes` of them,
+    /// though its range check still passes (an IOMMU mapping revoked
+    /// between the check and the write).
+    struct Revoked {
+        mem: GuestMemoryMmap<()>,
+        writes: std::sync::atomic::AtomicUsize,
+    }
+
+    impl GuestMemory for Revoked {
+        type PhysicalMemory = GuestMemoryMmap<()>;
+        type Bitmap = ();
+
+        fn check_range(&self, addr: GuestAddress, count: usize, access: Permissions) -> bool {
+            GuestMemory::check_range(&self.mem, addr, count, access)
+        }
+
+        fn get_slices<'a>(
+            &'a self,
+            addr: GuestAddress,
+            count: usize,
+            access: Permissions,
+        ) -> Result<
+            impl vm_memory::guest_memory::GuestMemorySliceIterator<'a, vm_memory::bitmap::BS<'a, ()>>,
+            vm_memory::GuestMemoryError,
+        > {
+            use std::sync::atomic::Ordering;
+            if access.has_write()
+                && self
+                    .writes
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_err()
+            {
+                return Err(vm_memory::GuestMemoryError::InvalidGuestAddress(addr));
+            }
+            GuestMemory::get_slices(&self.mem, addr, count, access)
+        }
+    }
+
+    #[test]
+    fn a_failed_write_names_the_segment_and_its_address() {
+        // Two writes go through: segment 0's data and its zeroed tail;
+        // segment 2's data (index 1 is the PT_NOTE) is refused.
+        let m = Revoked {
+            mem: mem(),
+            writes: 2.into(),
+        };
+        let e = load_elf(&m, &vmlinux(Endian::Big), 0x4000).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ElfError::Write {
+                    index: 2,
+                    gpa: 0x5000,
+                    source: vm_memory::GuestMemoryError::InvalidGuestAddress(GuestAddress(0x5000))
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot write segment 2 at guest address 0x5000"
+        );
+        let mut b = [0u8; 0x40];
+        m.mem.read_slice(&mut b, GuestAddress(0x4000)).unwrap();
+        assert_eq!(b[..0x20], [0xaa; 0x20]);
+        assert_eq!(b[0x20..], [0; 0x20]);
+        // A failure while zeroing a segment's tail is that segment's.
+        let m = Revoked {
+            mem: mem(),
+            writes: 1.into(),
+        };
+        assert!(matches!(
+            load_elf(&m, &vmlinux(Endian::Little), 0x4000),
+            Err(ElfError::Write {
+                index: 0,
+                gpa: 0x4000,
+                ..
+            })
+        ));
     }
 }

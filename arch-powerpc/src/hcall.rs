@@ -300,7 +300,9 @@ mod tests {
 
     #[test]
     fn get_term_char_reads_the_queue() {
+        assert_eq!(PaprIo::new(Box::new(std::io::sink())).vty_reg(), VTY_REG);
         let io = PaprIo::new(Box::new(std::io::sink())).with_vty_reg(0x7100_0000);
+        assert_eq!(io.vty_reg(), 0x7100_0000);
         let (_, ret, r) = call(&io, H_GET_TERM_CHAR, [0x7100_0000, 0, 0, 0]);
         assert_eq!((ret, r), (H_SUCCESS, [0, 0, 0]));
         io.push_input(b"0123456789abcdefXY");

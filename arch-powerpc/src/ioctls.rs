@@ -166,4 +166,52 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         assert!(n.iter().all(|(_, v)| seen.insert(*v)), "numbers are unique");
     }
+
+    /// The encoders evaluated at run time (the constants above are
+    /// evaluated by the compiler) give the numbers of the ppc64le
+    /// `linux/kvm.h`, as `powerpc64le-linux-gnu-gcc` computes them.
+    #[test]
+    fn encoders_at_run_time_give_the_header_numbers() {
+        use std::hint::black_box;
+        assert_eq!(io(black_box(0x80)), 0x2000_ae80); // KVM_RUN
+        assert_eq!(io(black_box(0x01)), 0x2000_ae01); // KVM_CREATE_VM
+        assert_eq!(iowr::<u32>(black_box(0xa7)), 0xc004_aea7); // KVM_PPC_ALLOCATE_HTAB
+        assert_eq!(iow::<kvm_get_htab_fd>(black_box(0xaa)), 0x8020_aeaa);
+        assert_eq!(iow::<kvm_device_attr>(black_box(0xe2)), 0x8018_aee2);
+        assert_eq!(iow::<kvm_regs>(black_box(0x82)), 0x8188_ae82); // KVM_SET_REGS
+        assert_eq!(ior::<kvm_regs>(black_box(0x81)), 0x4188_ae81); // KVM_GET_REGS
+
+        // KVM_SET_ONE_REG and KVM_PPC_RTAS_DEFINE_TOKEN share nr 0xac and
+        // differ only in the size field.
+        assert_eq!(iow::<kvm_one_reg>(black_box(0xac)), 0x8010_aeac);
+        assert_eq!(iow::<kvm_rtas_token_args>(black_box(0xac)), 0x8080_aeac);
+    }
+
+    #[test]
+    fn ioc_places_each_field_in_powerpc_bits() {
+        // The largest size the 13 size bits hold, and every direction.
+        let n = ioc(
+            std::hint::black_box(IOC_READ | IOC_WRITE),
+            KVMIO,
+            0xff,
+            0x1fff,
+        );
+        assert_eq!(n >> IOC_DIR_SHIFT, IOC_READ | IOC_WRITE);
+        assert_eq!((n >> IOC_SIZE_SHIFT) & 0x1fff, 0x1fff);
+        assert_eq!((n >> 8) & 0xff, KVMIO);
+        assert_eq!(n & 0xff, 0xff);
+        assert_eq!(n, 0xdfff_aeff);
+        // Size bits never spill into the direction bits.
+        assert_eq!(
+            ioc(IOC_NONE, KVMIO, 0, std::hint::black_box(0x1fff)) >> 29,
+            1
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "ioctl argument too large")]
+    fn ioc_refuses_a_size_beyond_13_bits() {
+        // x86's 14 size bits would take 8 KiB; PowerPC's stop below it.
+        let _ = ioc(IOC_WRITE, KVMIO, 0, std::hint::black_box(1 << 13));
+    }
 }

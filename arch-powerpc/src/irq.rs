@@ -346,7 +346,7 @@ impl InterruptController for PpcIrqChip {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn config(kind: IrqchipKind) -> VmConfig {
@@ -359,7 +359,7 @@ mod tests {
     }
 
     /// A chip over non-KVM fds: every ioctl fails with ENOTTY.
-    fn fake(kind: IrqchipKind) -> PpcIrqChip {
+    pub(crate) fn fake(kind: IrqchipKind) -> PpcIrqChip {
         let vm = Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
         PpcIrqChip {
             kind,

@@ -400,5 +400,40 @@ mod tests {
         assert_eq!(one_reg_name(crate::fpr(7).unwrap()), "KVM_REG_PPC_FPR(7)");
         assert_eq!(one_reg_name(crate::vr(30).unwrap()), "KVM_REG_PPC_VR(30)");
         assert_eq!(one_reg_name(crate::vr(31).unwrap()), "KVM_REG_PPC_VR31");
+        assert_eq!(one_reg_name(crate::vsr(5).unwrap()), "KVM_REG_PPC_VSR(5)");
+    }
+
+    #[test]
+    fn a_register_without_a_kernel_name_is_named_by_its_id() {
+        // A register a newer kernel saved, unknown to this build: the
+        // mismatch still says which one, by number.
+        let unknown = 0x1030_0000_0000_0fff;
+        let mut s = saved();
+        s.one_regs.push(unknown);
+        let e = s.check(&host()).unwrap_err();
+        assert_eq!(
+            e,
+            ProfileMismatch::OneReg {
+                id: unknown,
+                name: "ONE_REG 0x1030000000000fff".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "ONE_REG 0x1030000000000fff: the state holds it, this host's vCPUs do not have it"
+        );
+    }
+
+    #[test]
+    fn capability_values_are_looked_up_by_number() {
+        let s = saved();
+        assert_eq!(s.capability(CAP_PPC_HTAB_FD.number()), 1);
+        assert_eq!(s.capability(Capability::IRQ_XICS.number()), 1);
+        // Not needed by the state (no vCPU asks for PAPR): absent, 0.
+        assert_eq!(s.capability(Capability::PPC_PAPR.number()), 0);
+        let mut h = host();
+        h.header.capabilities = vec![CapabilityValue::new(CAP_PPC_HTAB_FD, 7)];
+        assert_eq!(h.capability(84), 7);
+        assert_eq!(h.capability(Capability::ONE_REG.number()), 0);
     }
 }

@@ -306,7 +306,7 @@ impl SnapshotArch for Ppc64 {
 mod tests {
     use super::*;
     use crate::arch::tests::fake_vm;
-    use crate::{Hpte, VmType};
+    use crate::{xics_source_reset_state, Hpte, VmType};
 
     fn msg<T: std::fmt::Debug>(r: Result<T>) -> String {
         r.unwrap_err().to_string()
@@ -386,6 +386,136 @@ mod tests {
         // The writes themselves name their ioctls.
         let e = write_hpt(&vm, hpt.hpt.as_ref().unwrap()).unwrap_err();
         assert_eq!(e.to_string(), "KVM_PPC_ALLOCATE_HTAB failed");
+    }
+
+    fn xics_vm(kind: IrqchipKind) -> PpcVm {
+        // Sources 0x1000..0x1004 (irq::tests::fake), every ioctl ENOTTY.
+        crate::arch::tests::fake_vm_with_chip(VmType::Pr, crate::irq::tests::fake(kind))
+    }
+
+    fn ioctl_of(e: &Error) -> (&'static str, Option<i32>) {
+        match e {
+            Error::Ioctl { ioctl, source } => (ioctl, source.raw_os_error()),
+            other => panic!("not an ioctl error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn saving_refuses_the_xive_and_reads_each_xics_source() {
+        // The XIVE's state is not carried: refused, not silently left out.
+        let e = save_vm_state(&xics_vm(IrqchipKind::Xive)).unwrap_err();
+        assert!(matches!(e, Error::StateNotCarried { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "cannot save the VM state: the in-kernel XIVE (source configuration, event queues, presenters) is not carried by this crate"
+        );
+        // The XICS: each source is a device attribute of the XICS fd.
+        let e = save_vm_state(&xics_vm(IrqchipKind::Xics)).unwrap_err();
+        assert_eq!(
+            ioctl_of(&e),
+            (
+                "KVM_GET_DEVICE_ATTR(KVM_DEV_XICS_GRP_SOURCES)",
+                Some(libc::ENOTTY)
+            )
+        );
+        let chip = crate::irq::tests::fake(IrqchipKind::Xics);
+        assert_eq!(xics_range(&chip), (0x1000, 0x1004));
+        assert_eq!(xics_sources_group(), 1);
+    }
+
+    #[test]
+    fn restoring_xics_sources_checks_the_vms_xics_first() {
+        let sources = |irqs: &[u32]| PpcVmState {
+            xics_sources: Some(
+                irqs.iter()
+                    .map(|&irq| XicsSource {
+                        irq,
+                        state: xics_source_reset_state(false),
+                    })
+                    .collect(),
+            ),
+            ..PpcVmState::default()
+        };
+        let xics = xics_vm(IrqchipKind::Xics);
+        // A source beyond the VM's range, and one below it.
+        assert_eq!(
+            msg(restore_vm_state(&xics, &sources(&[0x1000, 0x1004]))),
+            "restore refused, nothing was written: the state holds the in-kernel XICS sources but source 0x1004 is outside this VM's sources 0x1000..0x1004"
+        );
+        assert_eq!(
+            msg(restore_vm_state(&xics, &sources(&[0xfff]))),
+            "restore refused, nothing was written: the state holds the in-kernel XICS sources but source 0xfff is outside this VM's sources 0x1000..0x1004"
+        );
+        // A XIVE is no place for XICS sources.
+        assert_eq!(
+            msg(restore_vm_state(
+                &xics_vm(IrqchipKind::Xive),
+                &sources(&[0x1000])
+            )),
+            "restore refused, nothing was written: the state holds the in-kernel XICS sources but this VM has no in-kernel XICS"
+        );
+        // Sources that fit, with a table this (KVM-PR) VM cannot take: the
+        // table is refused before any source is written.
+        let both = PpcVmState {
+            hpt: Some(HashPageTable {
+                order: 18,
+                entries: vec![],
+            }),
+            ..sources(&[0x1000, 0x1003])
+        };
+        assert!(matches!(
+            restore_vm_state(&xics, &both).unwrap_err(),
+            Error::StateDoesNotFit {
+                piece: StatePiece::HashPageTable,
+                ..
+            }
+        ));
+        // Sources that fit are written, each through the XICS fd.
+        let e = restore_vm_state(&xics, &sources(&[0x1000, 0x1003])).unwrap_err();
+        assert_eq!(
+            ioctl_of(&e),
+            (
+                "KVM_SET_DEVICE_ATTR(KVM_DEV_XICS_GRP_SOURCES)",
+                Some(libc::ENOTTY)
+            )
+        );
+        // An empty list needs no write at all.
+        restore_vm_state(&xics, &sources(&[])).unwrap();
+    }
+
+    #[test]
+    fn the_xics_sources_are_saved_and_restored_one_by_one() {
+        use crate::ioctls::{KVM_GET_DEVICE_ATTR, KVM_SET_DEVICE_ATTR};
+        use crate::sys::tests::with_ioctls_accepted;
+        // A kernel that accepts every attribute call (and writes no value
+        // back, so each state reads as 0).
+        let vm = xics_vm(IrqchipKind::Xics);
+        let accepted = [KVM_GET_DEVICE_ATTR, KVM_SET_DEVICE_ATTR];
+        let s = with_ioctls_accepted(&accepted, || save_vm_state(&vm)).unwrap();
+        let irqs: Vec<u32> = s
+            .xics_sources
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|x| x.irq)
+            .collect();
+        assert_eq!(
+            irqs,
+            [0x1000, 0x1001, 0x1002, 0x1003],
+            "every source, by global number"
+        );
+        assert!(s
+            .xics_sources
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|x| x.state == 0));
+        // KVM-PR (no KVM_CAP_PPC_HTAB_FD): the table is not the kernel's.
+        assert!(!s.kvm_hv && s.hpt.is_none());
+        assert_eq!(s.omitted.len(), 1);
+        assert_eq!(s.omitted[0].piece, StatePiece::HashPageTable);
+        // The saved sources go back into the same VM.
+        with_ioctls_accepted(&accepted, || restore_vm_state(&vm, &s)).unwrap();
     }
 
     #[test]

@@ -345,6 +345,17 @@ mod tests {
         assert_eq!(back.sregs.pvr, 0x004e_1202);
         assert_eq!(back.sregs.book3s(), s.sregs.book3s());
         assert_eq!(back.version, STATE_VERSION);
+        // Each register's bytes are found again by id, as saved.
+        assert_eq!(
+            back.one_reg(crate::uapi::KVM_REG_PPC_VSR0),
+            Some(&[0xaa; 16][..])
+        );
+        assert_eq!(
+            back.one_reg(crate::uapi::KVM_REG_PPC_DSISR),
+            Some(&[1, 2, 3, 4][..])
+        );
+        // A register the kernel did not have is absent, not zeros.
+        assert_eq!(back.one_reg(crate::uapi::KVM_REG_PPC_TB_OFFSET), None);
     }
 
     #[test]

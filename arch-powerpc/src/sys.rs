@@ -434,10 +434,126 @@ impl Drop for RunMap {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ioctls::{KVM_CHECK_EXTENSION, KVM_GET_REGS, KVM_GET_SREGS};
     use std::os::fd::AsFd;
+
+    /// Runs `f` on a thread of its own on which every ioctl whose number is
+    /// in `requests` returns 0 without reaching any driver (see
+    /// [`with_ioctls_answered`]): a PowerPC KVM that accepted the call.
+    pub(crate) fn with_ioctls_accepted<R: Send>(
+        requests: &[u32],
+        f: impl FnOnce() -> R + Send,
+    ) -> R {
+        let answers: Vec<(u32, i32)> = requests.iter().map(|&r| (r, 0)).collect();
+        with_ioctls_answered(&answers, f)
+    }
+
+    /// Runs `f` on a thread of its own on which each ioctl `(request,
+    /// errno)` of `answers` never reaches a driver: a seccomp filter answers
+    /// it, with 0 when `errno` is 0 (writing nothing back), else failing
+    /// with `errno`. This is how a host of another architecture stands in
+    /// for a PowerPC KVM. The filter ends with the thread.
+    ///
+    /// Never accept an ioctl whose result is a new file descriptor: the
+    /// code would take ownership of fd 0.
+    pub(crate) fn with_ioctls_answered<R: Send>(
+        answers: &[(u32, i32)],
+        f: impl FnOnce() -> R + Send,
+    ) -> R {
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                answer_ioctls(answers);
+                f()
+            });
+            t.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    /// Installs, on the calling thread only, a seccomp filter that answers
+    /// `ioctl(_, request, _)` as `answers` say.
+    fn answer_ioctls(answers: &[(u32, i32)]) {
+        let stmt = |code: u32, k: u32| libc::sock_filter {
+            code: u16::try_from(code).expect("BPF opcodes fit 16 bits"),
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let jeq = |k: u32, jt: usize, jf: usize| libc::sock_filter {
+            code: u16::try_from(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K)
+                .expect("BPF opcodes fit 16 bits"),
+            jt: u8::try_from(jt).expect("a short list of requests"),
+            jf: u8::try_from(jf).expect("a short list of requests"),
+            k,
+        };
+        let ret = libc::BPF_RET | libc::BPF_K;
+        let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+        // struct seccomp_data: nr at 0, args[1] (the request) at 24; its
+        // low 32 bits come first on a little-endian host.
+        let request_low = if cfg!(target_endian = "little") {
+            24
+        } else {
+            28
+        };
+        let ioctl_nr = u32::try_from(libc::SYS_ioctl).expect("a small number");
+        let n = answers.len();
+        // 0: load nr; 1: not ioctl -> allow (at 3 + n); 2: load request;
+        // 3 + i: request i -> its answer (at 4 + n + i); 3 + n: allow;
+        // 4 + n + i: answer i.
+        let mut prog = vec![
+            stmt(load, 0),
+            jeq(ioctl_nr, 0, n + 1),
+            stmt(load, request_low),
+        ];
+        prog.extend(answers.iter().map(|&(r, _)| jeq(r, n, 0)));
+        prog.push(stmt(ret, libc::SECCOMP_RET_ALLOW));
+        prog.extend(answers.iter().map(|&(_, errno)| {
+            let errno = u32::try_from(errno).expect("an errno is positive");
+            stmt(
+                ret,
+                libc::SECCOMP_RET_ERRNO | (errno & libc::SECCOMP_RET_DATA),
+            )
+        }));
+        let fprog = libc::sock_fprog {
+            len: u16::try_from(prog.len()).expect("a short program"),
+            filter: prog.as_mut_ptr(),
+        };
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only and
+        // affects only the calling thread (which ends with the test).
+        let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        assert_eq!(r, 0, "PR_SET_NO_NEW_PRIVS: {}", io::Error::last_os_error());
+        let p: *const libc::sock_fprog = &fprog;
+        // SAFETY: `fprog` points at `prog`, a valid BPF program of `len`
+        // instructions, both alive for the call (the kernel copies them);
+        // without SECCOMP_FILTER_FLAG_TSYNC the filter binds this thread only.
+        let r = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, p) };
+        assert_eq!(r, 0, "seccomp filter: {}", io::Error::last_os_error());
+    }
+
+    #[test]
+    fn the_seccomp_stand_in_answers_only_the_listed_ioctls_on_its_thread() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let (listed, other) = with_ioctls_accepted(&[KVM_GET_REGS], || {
+            let mut regs = kvm_regs::default();
+            (
+                ioctl_plain(f.as_fd(), KVM_GET_REGS, &mut regs).map_err(|e| e.raw_os_error()),
+                ioctl_val(f.as_fd(), KVM_CHECK_EXTENSION, 1).map_err(|e| e.raw_os_error()),
+            )
+        });
+        assert_eq!(listed, Ok(0));
+        assert_eq!(other, Err(Some(libc::ENOTTY)));
+        // An answer with an errno fails with it.
+        let e = with_ioctls_answered(&[(KVM_GET_SREGS, libc::EINTR), (KVM_GET_REGS, 0)], || {
+            let mut sregs = kvm_sregs::default();
+            ioctl_plain(f.as_fd(), KVM_GET_SREGS, &mut sregs).unwrap_err()
+        });
+        assert_eq!(e.raw_os_error(), Some(libc::EINTR));
+        // Other threads never had the filter.
+        let mut regs = kvm_regs::default();
+        let e = ioctl_plain(f.as_fd(), KVM_GET_REGS, &mut regs).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+    }
 
     #[test]
     fn numbers_and_arguments_must_pair() {
@@ -498,6 +614,30 @@ mod tests {
     }
 
     #[test]
+    fn attribute_reads_and_the_htab_stream_reach_the_kernel() {
+        // Number and argument pair (no InvalidInput): /dev/null's ENOTTY
+        // comes from the kernel.
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let e = get_device_attr_u64(f.as_fd(), 1, 0x1000).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+        let e = get_htab_fd(f.as_fd(), crate::uapi::KVM_GET_HTAB_WRITE).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTTY));
+    }
+
+    #[test]
+    fn owned_fd_takes_the_descriptor_it_is_given() {
+        use std::io::Read;
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let raw = std::fs::File::open("/dev/zero").unwrap().into_raw_fd();
+        let fd = owned_fd(raw);
+        assert_eq!(fd.as_raw_fd(), raw);
+        // It is the file that was opened: /dev/zero reads zeros.
+        let mut b = [0xffu8; 4];
+        std::fs::File::from(fd).read_exact(&mut b).unwrap();
+        assert_eq!(b, [0; 4]);
+    }
+
+    #[test]
     fn errors_of_other_kinds_have_no_errno() {
         assert_eq!(crate::Error::RtasName("x".into()).errno(), None);
     }
@@ -524,6 +664,17 @@ mod tests {
         let mut m = RunMap::new(f.as_fd(), 4096).unwrap();
         m.bytes()[8] = 19;
         assert_eq!(m.bytes().len(), 4096);
+        // The mapping is the file's: what the kernel (here a plain write)
+        // puts at offset 8 is the exit reason, a native-endian u32, and
+        // immediate_exit is the byte at offset 1.
+        std::os::unix::fs::FileExt::write_all_at(&f, &0x1234_5678u32.to_ne_bytes(), 8).unwrap();
+        assert_eq!(m.exit_reason(), 0x1234_5678);
+        std::os::unix::fs::FileExt::write_all_at(&f, &[1], 1).unwrap();
+        assert_eq!(m.immediate_exit().load(Ordering::SeqCst), 1);
+        m.immediate_exit().store(0, Ordering::SeqCst);
+        let mut b = [9u8; 1];
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut b, 1).unwrap();
+        assert_eq!(b, [0]);
         drop(m);
         assert!(RunMap::new(f.as_fd(), 0).is_err());
         let null = std::fs::File::open("/dev/null").unwrap();
