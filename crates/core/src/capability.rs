@@ -199,6 +199,19 @@ mod tests {
     }
 
     #[test]
+    fn capabilities_display_as_the_kernel_names_them() {
+        assert_eq!(Capability::IRQFD.to_string(), "KVM_CAP_IRQFD");
+        // An arch-only capability this crate does not list.
+        let c = Capability::new(186, "KVM_CAP_PPC_NESTED_HV");
+        assert_eq!((c.number(), c.name()), (186, "KVM_CAP_PPC_NESTED_HV"));
+        assert_eq!(c.to_string(), "KVM_CAP_PPC_NESTED_HV");
+        assert!(!Capability::ALL.contains(&c));
+        let v = CapabilityValue::new(c, 2);
+        assert_eq!(v.to_string(), "KVM_CAP_PPC_NESTED_HV (186) = 2");
+        assert_eq!(CapabilityValue::value_in(&[v], 186), 2);
+    }
+
+    #[test]
     fn numbers_and_names_are_unique() {
         let nums: HashSet<u32> = Capability::ALL.iter().map(|c| c.number()).collect();
         let names: HashSet<&str> = Capability::ALL.iter().map(|c| c.name()).collect();

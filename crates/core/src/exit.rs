@@ -112,3 +112,33 @@ impl SystemEventKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_event_types_decode_as_the_uapi_numbers_them() {
+        // KVM_SYSTEM_EVENT_SHUTDOWN 1, _RESET 2, _CRASH 3, _WAKEUP 4,
+        // _SUSPEND 5 (linux/kvm.h); others (_SEV_TERM 6, newer ones) are
+        // kept by number.
+        let kinds: Vec<SystemEventKind> = (0..=7).map(SystemEventKind::from_raw).collect();
+        assert_eq!(
+            kinds,
+            [
+                SystemEventKind::Other(0),
+                SystemEventKind::Shutdown,
+                SystemEventKind::Reset,
+                SystemEventKind::Crash,
+                SystemEventKind::Wakeup,
+                SystemEventKind::Suspend,
+                SystemEventKind::Other(6),
+                SystemEventKind::Other(7),
+            ]
+        );
+        assert_eq!(
+            SystemEventKind::from_raw(u32::MAX),
+            SystemEventKind::Other(u32::MAX)
+        );
+    }
+}
