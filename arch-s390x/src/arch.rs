@@ -679,6 +679,156 @@ mod tests {
     }
 
     #[test]
+    fn a_state_of_another_version_is_refused_before_any_write() {
+        let mut v = vcpu();
+        let before = S390x::kvm_run(&mut v).to_vec();
+        let newer = S390VcpuState {
+            version: STATE_VERSION + 1,
+            psw_addr: 0x1_0000,
+            prefix: 0x8000,
+            ..S390VcpuState::default()
+        };
+        let e = S390x::restore_vcpu_state(&v, &newer).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::StateVersion {
+                    what: "vCPU",
+                    found,
+                    supported: STATE_VERSION
+                } if found == STATE_VERSION + 1
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot restore vCPU state of format version 2: this build reads version 1"
+        );
+        // Neither the PSW nor the prefix (nor the dirty mark) reached the
+        // run area, and no ioctl was issued (it would have failed first).
+        assert_eq!(S390x::kvm_run(&mut v), &before[..]);
+    }
+
+    /// `KVM_CREATE_VM` and `KVM_CREATE_VCPU` have the same numbers on this
+    /// host's KVM (see tests/kvm_host.rs): a real vCPU fd whose `kvm_run`
+    /// cannot be mapped at the length asked.
+    #[test]
+    fn kvm_a_run_area_that_cannot_be_mapped_names_vcpu_and_length() {
+        let Some(kvm) = kvmkit_test_support::kvm_or_skip!(S390x) else {
+            return;
+        };
+        let plain = VmConfig {
+            irqchip: false,
+            user_sigp: false,
+            user_stsi: false,
+            ucontrol: false,
+        };
+        let vm = S390x::create_vm(kvm.arch_system(), &plain).expect("KVM_CREATE_VM");
+        // More than any address space: mmap fails with ENOMEM.
+        let huge = S390System {
+            kvm: kvm.arch_system().kvm.try_clone().unwrap(),
+            run_len: usize::MAX & !0xfff,
+        };
+        let e = S390x::create_vcpu(&huge, &vm, VcpuId(5)).unwrap_err();
+        match &e {
+            Error::MapRun { vcpu, len, source } => {
+                assert_eq!((*vcpu, *len), (5, huge.run_len));
+                assert_eq!(source.raw_os_error(), Some(libc::ENOMEM));
+            }
+            other => panic!("expected MapRun, got {other:?}"),
+        }
+        assert!(e.to_string().starts_with("cannot map the "), "{e}");
+        assert!(
+            e.to_string().ends_with("-byte kvm_run area of vCPU 5"),
+            "{e}"
+        );
+    }
+
+    /// `KVM_CHECK_EXTENSION` and `KVM_ENABLE_CAP` are generic: on this
+    /// host's KVM the helper behind `init_vm`'s capabilities enables a
+    /// capability the VM has, and names the ioctl when the kernel refuses.
+    #[test]
+    fn kvm_vm_capabilities_are_checked_then_enabled() {
+        let Some(kvm) = kvmkit_test_support::kvm_or_skip!(S390x) else {
+            return;
+        };
+        let plain = VmConfig {
+            irqchip: false,
+            user_sigp: false,
+            user_stsi: false,
+            ucontrol: false,
+        };
+        let vm = S390x::create_vm(kvm.arch_system(), &plain).expect("KVM_CREATE_VM");
+        // Enabling with no option bits is accepted by any KVM that has it.
+        assert!(S390x::vm_check_extension(&vm, Capability::MANUAL_DIRTY_LOG_PROTECT2) > 0);
+        enable_vm_cap(&vm, Capability::MANUAL_DIRTY_LOG_PROTECT2).unwrap();
+        // A capability that exists but cannot be enabled: the kernel's
+        // EINVAL, named.
+        let e = enable_vm_cap(&vm, Capability::USER_MEMORY).unwrap_err();
+        assert!(
+            matches!(&e, Error::Ioctl { ioctl: "KVM_ENABLE_CAP", source }
+                if source.raw_os_error() == Some(libc::EINVAL)),
+            "{e:?}"
+        );
+        // One it lacks is refused before KVM_ENABLE_CAP.
+        assert!(matches!(
+            enable_vm_cap(&vm, Capability::S390_IRQCHIP),
+            Err(Error::MissingCapability { number: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn vcpu_state_takes_psw_and_prefix_from_kvm_run_and_puts_them_back() {
+        use crate::sys::tests::with_ioctls_accepted;
+        let mut v = vcpu();
+        // Where the guest stopped, as KVM leaves it in kvm_run: a 64-bit
+        // PSW and the prefix in the sync regs.
+        v.write_run_u64(off::PSW_MASK, 0x0705_0001_8000_0000);
+        v.write_run_u64(off::PSW_ADDR, 0x1_0042);
+        v.write_run_u64(off::SYNC_PREFIX, 0x8000);
+        let accepted = [
+            sys::KVM_GET_ONE_REG,
+            sys::KVM_GET_REGS,
+            sys::KVM_GET_SREGS,
+            sys::KVM_GET_FPU,
+            sys::KVM_SET_ONE_REG,
+            sys::KVM_SET_REGS,
+            sys::KVM_SET_SREGS,
+            sys::KVM_SET_FPU,
+        ];
+        let (saved, run) = with_ioctls_accepted(&accepted, move || {
+            let saved = S390x::save_vcpu_state(&v).unwrap();
+            // The vCPU ran on and its kvm_run changed.
+            v.write_run_u64(off::PSW_MASK, 0);
+            v.write_run_u64(off::PSW_ADDR, 0x9999);
+            v.write_run_u64(off::SYNC_PREFIX, 0);
+            v.write_run_u64(off::DIRTY_REGS, 0);
+            S390x::restore_vcpu_state(&v, &saved).unwrap();
+            (saved, S390x::kvm_run(&mut v).to_vec())
+        });
+        assert_eq!(saved.version, STATE_VERSION);
+        assert_eq!(
+            (saved.psw_mask, saved.psw_addr, saved.prefix),
+            (0x0705_0001_8000_0000, 0x1_0042, 0x8000)
+        );
+        // Every saved ONE_REG register, at its size.
+        let ids: Vec<u64> = saved.one_regs.iter().map(|(id, _)| *id).collect();
+        let want: Vec<u64> = SAVED_ONE_REGS.iter().map(|&(_, id)| id).collect();
+        assert_eq!(ids, want);
+        assert!(saved
+            .one_regs
+            .iter()
+            .all(|(id, b)| b.len() == sys::one_reg_size(*id)));
+        // The restore wrote them back into kvm_run, big-endian, and marked
+        // the prefix dirty so that KVM loads it on the next KVM_RUN.
+        let u64_at = |o: usize| u64::from_be_bytes(run[o..o + 8].try_into().unwrap());
+        assert_eq!(u64_at(off::PSW_MASK), 0x0705_0001_8000_0000);
+        assert_eq!(u64_at(off::PSW_ADDR), 0x1_0042);
+        assert_eq!(u64_at(off::SYNC_PREFIX), 0x8000);
+        assert_eq!(u64_at(off::DIRTY_REGS) & KVM_SYNC_PREFIX, KVM_SYNC_PREFIX);
+    }
+
+    #[test]
     fn psw_and_prefix_live_in_the_run_area() {
         let mut v = vcpu();
         let run = S390x::kvm_run(&mut v);

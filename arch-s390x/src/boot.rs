@@ -307,6 +307,29 @@ mod tests {
     }
 
     #[test]
+    fn other_images_start_at_their_short_ipl_psw() {
+        let m = mem(0x2_0000);
+        // Short PSW 0x00080000_80001000: 31-bit mode (the top bit of the
+        // second word), entry 0x1000.
+        let mut img = vec![0u8; 0x1100];
+        img[..8].copy_from_slice(&0x0008_0000_8000_1000u64.to_be_bytes());
+        img[0x1000] = 0x07; // something to run
+        assert!(!is_linux_image(&img));
+        assert_eq!(load_kernel_image(&m, &img).unwrap(), 0x1000);
+        let loaded: [u8; 8] = m.read_obj(GuestAddress(0)).unwrap();
+        assert_eq!(loaded, img[..8], "loaded at absolute 0");
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0x1000)).unwrap(), 0x07);
+        // The addressing-mode bit never becomes part of the address.
+        img[4..8].copy_from_slice(&0xffff_fffeu32.to_be_bytes());
+        assert_eq!(load_kernel_image(&m, &img).unwrap(), 0x7fff_fffe);
+        // Exactly a PSW and nothing else is still an image.
+        assert_eq!(
+            load_kernel_image(&m, &0x0008_0000_0000_2000u64.to_be_bytes()).unwrap(),
+            0x2000
+        );
+    }
+
+    #[test]
     fn refuses_tiny_and_oversized_images() {
         let m = mem(0x1000);
         assert!(matches!(
@@ -379,6 +402,23 @@ mod tests {
         // Memory too small to hold the parameter area.
         let m = mem(0x1000);
         assert!(write_linux_params(&m, &LinuxParams::default()).is_err());
+        // Memory that holds the magic but ends before the image's
+        // command-line limit: refused naming the field.
+        let m = mem(0x1_0400);
+        m.write_slice(LINUX_MAGIC, GuestAddress(LINUX_MAGIC_ADDR))
+            .unwrap();
+        let e = write_linux_params(
+            &m,
+            &LinuxParams {
+                cmdline: b"quiet",
+                initrd: None,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot access the command line size limit at guest address 0x10430"
+        );
     }
 
     #[test]

@@ -530,4 +530,34 @@ mod tests {
         assert!(flic.set_adapter_route(1, r2).is_err());
         assert_eq!(lock(&flic.routes)[&1], r);
     }
+
+    #[test]
+    fn an_adapter_is_recorded_once_the_kernel_took_it() {
+        use crate::sys::tests::with_ioctls_accepted;
+        use crate::sys::{KVM_SET_DEVICE_ATTR, KVM_SET_GSI_ROUTING};
+        let flic = null_flic();
+        let route = AdapterRoute {
+            adapter_id: 2,
+            ind_addr: 0x9000,
+            ..AdapterRoute::default()
+        };
+        // Refused by the kernel: not recorded, so no route can use it.
+        assert!(flic.register_adapter(2, 5, true).is_err());
+        assert!(matches!(
+            flic.set_adapter_route(7, route),
+            Err(IrqError::Unsupported { .. })
+        ));
+        // Accepted (KVM_DEV_FLIC_ADAPTER_REGISTER, then the routing table
+        // and the injection): the route takes GSI 7 to the adapter.
+        let accepted = [KVM_SET_DEVICE_ATTR, KVM_SET_GSI_ROUTING];
+        with_ioctls_accepted(&accepted, || {
+            flic.register_adapter(2, 5, true)?;
+            flic.set_adapter_route(7, route)?;
+            flic.set_irq(7, true)
+        })
+        .unwrap();
+        assert_eq!(lock(&flic.adapters).get(&2), Some(&5));
+        assert_eq!(lock(&flic.routes).get(&7), Some(&route));
+        assert_eq!(flic.route(7).unwrap(), route);
+    }
 }

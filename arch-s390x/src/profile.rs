@@ -322,8 +322,26 @@ mod tests {
             ]
         );
         assert_eq!(
+            all[1].to_string(),
+            "facilities 139, 146: the guest saw them, a VM on this host does not get them"
+        );
+        assert_eq!(
+            all[2].to_string(),
+            "CPU features 1, 65, 129, 193, 257, 321, 385, 449, 513, 577, 641, 705, 769, 833, 897, 961: the guest had them, a VM on this host does not get them"
+        );
+        assert_eq!(
             all[3].to_string(),
             "instruction blocking control: the guest ran at 0xf10, this host goes up to 0xe10"
+        );
+        // A host that reports no features lacks every saved one.
+        let mut bare = model();
+        bare.features = None;
+        h.cpu_model = Some(bare);
+        assert_eq!(
+            model_mismatches(&model(), h.cpu_model.as_ref().unwrap()),
+            [ProfileMismatch::Features {
+                missing: (0..16).map(|w| w * 64 + 1).collect()
+            }]
         );
         h.cpu_model = None;
         assert!(saved()

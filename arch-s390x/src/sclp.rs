@@ -409,7 +409,7 @@ fn read_event_data(sccb: &mut [u8]) -> u16 {
 mod tests {
     use super::*;
     use crate::exit::{icpt, RunRegs, KVM_RUN_SIZE};
-    use vm_memory::GuestMemoryMmap;
+    use vm_memory::{GuestMemoryMmap, Permissions};
 
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);
@@ -704,6 +704,95 @@ mod tests {
         );
         assert_eq!(i.regs.condition_code(), 0);
         assert_eq!(*sig.0.lock().unwrap(), vec![0x3f80]);
+    }
+
+    #[test]
+    fn an_sccb_running_past_guest_memory_is_refused() {
+        // Guest memory ends inside a page: the header is readable, the
+        // SCCB's length (within the page) runs past the end.
+        let mem =
+            Arc::new(GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x8800)]).unwrap());
+        let sig = Arc::new(Signals::default());
+        let sink = Sink::default();
+        let sclp = Sclp::new(mem.clone(), Box::new(sink.clone())).with_service_signal(sig.clone());
+        let mut s = vt220(b"lost");
+        set_be16(&mut s, 0, 0x200);
+        mem.write_slice(&s, GuestAddress(0x8700)).unwrap();
+        let mut run = servc(SCLP_CMD_WRITE_EVENT_DATA, 0x8700);
+        let mut i = intercept(&mut run);
+        assert_eq!(
+            sclp.service_call(&mut i).unwrap(),
+            ServiceCallResult::Refused {
+                reason: "SCCB not in guest memory"
+            }
+        );
+        assert_eq!(i.regs.condition_code(), 3);
+        // Nothing executed: no output, no signal, the header unchanged.
+        assert!(sink.0.lock().unwrap().is_empty());
+        assert!(sig.0.lock().unwrap().is_empty());
+        let mut hdr = [0u8; 8];
+        mem.read_slice(&mut hdr, GuestAddress(0x8700)).unwrap();
+        assert_eq!(hdr, s[..8]);
+    }
+
+    /// Guest memory the SCLP can read but not write (a page the host
+    /// protected): every write access is refused, reads go through.
+    struct ReadOnly(GuestMemoryMmap<()>);
+
+    impl GuestMemory for ReadOnly {
+        type PhysicalMemory = GuestMemoryMmap<()>;
+        type Bitmap = ();
+
+        fn check_range(&self, addr: GuestAddress, count: usize, access: Permissions) -> bool {
+            !access.has_write() && GuestMemory::check_range(&self.0, addr, count, access)
+        }
+
+        fn get_slices<'a>(
+            &'a self,
+            addr: GuestAddress,
+            count: usize,
+            access: Permissions,
+        ) -> Result<
+            impl vm_memory::guest_memory::GuestMemorySliceIterator<'a, vm_memory::bitmap::BS<'a, ()>>,
+            GuestMemoryError,
+        > {
+            if access.has_write() {
+                return Err(GuestMemoryError::InvalidGuestAddress(addr));
+            }
+            GuestMemory::get_slices(&self.0, addr, count, access)
+        }
+    }
+
+    #[test]
+    fn an_sccb_that_cannot_be_written_back_is_refused() {
+        let ram = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10000)]).unwrap();
+        ram.write_slice(&vt220(b"hi\n"), GuestAddress(0x3000))
+            .unwrap();
+        // A page-crossing SCCB, whose boundary-violation answer must be
+        // written into its header.
+        let mut crossing = vt220(b"x");
+        set_be16(&mut crossing, 0, 0x100);
+        ram.write_slice(&crossing, GuestAddress(0x4f80)).unwrap();
+        let sig = Arc::new(Signals::default());
+        let sink = Sink::default();
+        let sclp = Sclp::new(Arc::new(ReadOnly(ram)), Box::new(sink.clone()))
+            .with_service_signal(sig.clone());
+        for sccb in [0x3000, 0x4f80] {
+            let mut run = servc(SCLP_CMD_WRITE_EVENT_DATA, sccb);
+            let mut i = intercept(&mut run);
+            assert_eq!(
+                sclp.service_call(&mut i).unwrap(),
+                ServiceCallResult::Refused {
+                    reason: "SCCB not writable"
+                },
+                "SCCB at {sccb:#x}"
+            );
+            assert_eq!(i.regs.condition_code(), 3);
+        }
+        // The console data was executed (the write back failed after),
+        // but the guest is told nothing completed: no service signal.
+        assert_eq!(sink.0.lock().unwrap().as_slice(), b"hi\n");
+        assert!(sig.0.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -443,6 +443,15 @@ mod tests {
     }
 
     #[test]
+    fn missing_attributes_are_told_from_failures() {
+        assert!(lacks_attr(&io::Error::from_raw_os_error(libc::ENXIO)));
+        assert!(lacks_attr(&io::Error::from_raw_os_error(libc::EINVAL)));
+        // ENOTTY is no VM at all (or not s390x's KVM): an error.
+        assert!(!lacks_attr(&io::Error::from_raw_os_error(libc::ENOTTY)));
+        assert!(!lacks_attr(&io::Error::other("no errno")));
+    }
+
+    #[test]
     fn a_kernel_without_tod_ext_is_read_through_tod_high_and_low() {
         // TOD_EXT is missing, so the save falls back to TOD_HIGH (then
         // TOD_LOW), which this kernel lacks as well: the error names it.
@@ -460,6 +469,120 @@ mod tests {
                 "KVM_GET_DEVICE_ATTR(KVM_S390_VM_TOD_EXT)".to_string(),
                 Some(libc::ENOTTY)
             )
+        );
+    }
+
+    #[test]
+    fn a_kernel_without_a_cpu_model_saves_none_and_says_why() {
+        let vm = attrless_vm();
+        let mut omitted = Vec::new();
+        assert_eq!(read_cpu_model(vm.file(), &mut omitted).unwrap(), None);
+        assert_eq!(
+            omitted,
+            [Omitted {
+                piece: StatePiece::CpuModel,
+                reason: "the kernel has no KVM_S390_VM_CPU_PROCESSOR".into(),
+            }]
+        );
+        assert_eq!(
+            omitted[0].to_string(),
+            "CPU model: the kernel has no KVM_S390_VM_CPU_PROCESSOR"
+        );
+        // A state that holds a model cannot be checked there: refused
+        // before the TOD clock is written.
+        let model = S390VmState {
+            cpu_model: Some(CpuModel {
+                cpuid: 0xff00_0000_8561_8000,
+                ibc: 0x0123,
+                facilities: vec![0xfb, 0xfa],
+                features: None,
+            }),
+            ..S390VmState::default()
+        };
+        let e = restore_vm_state(&vm, &model).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::StateDoesNotFit {
+                    piece: StatePiece::CpuModel,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "restore refused, nothing was written: the state holds the CPU model but this kernel reports no CPU model"
+        );
+        // Without a model the TOD is written: TOD_LOW, since the kernel has
+        // no TOD_EXT (KVM_HAS_DEVICE_ATTR fails).
+        assert_eq!(
+            errno(restore_vm_state(&vm, &S390VmState::default())),
+            (
+                "KVM_SET_DEVICE_ATTR(KVM_S390_VM_TOD_LOW)".to_string(),
+                Some(libc::EINVAL)
+            )
+        );
+    }
+
+    #[test]
+    fn a_kernel_with_every_attribute_saves_every_piece() {
+        use crate::sys::tests::with_ioctls_accepted;
+        use crate::sys::{KVM_GET_DEVICE_ATTR, KVM_HAS_DEVICE_ATTR, KVM_SET_DEVICE_ATTR};
+        // A kernel that has every VM attribute and a FLIC with nothing
+        // pending; it writes no value back, so each reads as zeros.
+        let vm = null_vm();
+        vm.set_flic(File::open("/dev/null").unwrap());
+        let accepted = [
+            KVM_GET_DEVICE_ATTR,
+            KVM_HAS_DEVICE_ATTR,
+            KVM_SET_DEVICE_ATTR,
+        ];
+        let s = with_ioctls_accepted(&accepted, || save_vm_state(&vm)).unwrap();
+        assert_eq!(s.version, STATE_VERSION);
+        assert!(s.omitted.is_empty(), "{:?}", s.omitted);
+        assert_eq!(
+            s.tod,
+            TodClock {
+                epoch_idx: 0,
+                tod: 0
+            }
+        );
+        let model = s.cpu_model.clone().expect("the CPU model is saved");
+        assert_eq!(model.facilities.len(), 256);
+        assert_eq!(model.features.as_ref().map(Vec::len), Some(16));
+        assert_eq!(s.floating_irqs, Some(vec![]));
+        // It restores into a VM whose model covers it; an epoch index and
+        // pending interruptions go through TOD_EXT and the FLIC.
+        let busy = S390VmState {
+            tod: TodClock {
+                epoch_idx: 1,
+                tod: 0x1234,
+            },
+            floating_irqs: Some(vec![FloatingIrq {
+                kind: 0xffff_2401,
+                payload: vec![0; 64],
+            }]),
+            ..s.clone()
+        };
+        with_ioctls_accepted(&accepted, || restore_vm_state(&vm, &busy)).unwrap();
+        // A model with facility 139, which this VM's (all zeros) lacks: refused
+        // before anything is written.
+        let mut newer = model;
+        newer.facilities[2] = 1 << (63 - 11);
+        let e = with_ioctls_accepted(&accepted, || {
+            restore_vm_state(
+                &vm,
+                &S390VmState {
+                    cpu_model: Some(newer),
+                    ..s
+                },
+            )
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "restore refused, nothing was written: the state holds the CPU model but this VM's does not cover it: facilities 139: the guest saw them, a VM on this host does not get them"
         );
     }
 

@@ -490,6 +490,38 @@ mod tests {
     }
 
     #[test]
+    fn omissions_name_their_piece() {
+        let names: Vec<String> = [
+            StatePiece::TodClock,
+            StatePiece::CpuModel,
+            StatePiece::CpuFeatures,
+            StatePiece::FloatingInterrupts,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "guest TOD clock",
+                "CPU model",
+                "CPU features",
+                "pending floating interruptions"
+            ]
+        );
+        let o = Omitted {
+            piece: StatePiece::CpuFeatures,
+            reason: "the kernel has no KVM_S390_VM_CPU_PROCESSOR_FEAT".to_string(),
+        };
+        assert_eq!(
+            o.to_string(),
+            "CPU features: the kernel has no KVM_S390_VM_CPU_PROCESSOR_FEAT"
+        );
+        let back: Omitted = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
+        assert_eq!(back, o);
+    }
+
+    #[test]
     fn msb0_numbering() {
         let mut w = vec![0u64; 4];
         w[0] = 1 << 63; // facility 0
@@ -502,6 +534,8 @@ mod tests {
             ..CpuModel::default()
         };
         assert!(m.has_facility(193));
+        assert_eq!(m.facility_numbers(), [0, 127, 193]);
+        assert!(CpuModel::default().facility_numbers().is_empty());
         let t = TodClock {
             epoch_idx: 1,
             tod: 5,

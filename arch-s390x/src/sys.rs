@@ -838,8 +838,108 @@ impl Drop for RunMapping {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Runs `f` on a thread of its own on which every ioctl whose number is
+    /// in `requests` returns 0 without reaching any driver: a seccomp filter
+    /// answers it with "errno 0". This is how this host stands in for an
+    /// s390x KVM that accepted a call (writing nothing back). The filter
+    /// ends with the thread.
+    ///
+    /// Never list an ioctl whose result is a new file descriptor
+    /// (`KVM_CREATE_DEVICE`, `KVM_CREATE_VCPU`): the code would take
+    /// ownership of fd 0.
+    pub(crate) fn with_ioctls_accepted<R: Send>(
+        requests: &[u64],
+        f: impl FnOnce() -> R + Send,
+    ) -> R {
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                accept_ioctls(requests);
+                f()
+            });
+            t.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    /// Installs, on the calling thread only, a seccomp filter that answers
+    /// `ioctl(_, req, _)` with 0 for each `req` in `requests`.
+    fn accept_ioctls(requests: &[u64]) {
+        let stmt = |code: u32, k: u32| libc::sock_filter {
+            code: u16::try_from(code).expect("BPF opcodes fit 16 bits"),
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let jeq = |k: u32, jt: usize, jf: usize| libc::sock_filter {
+            code: u16::try_from(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K)
+                .expect("BPF opcodes fit 16 bits"),
+            jt: u8::try_from(jt).expect("a short list of requests"),
+            jf: u8::try_from(jf).expect("a short list of requests"),
+            k,
+        };
+        let load = libc::BPF_LD | libc::BPF_W | libc::BPF_ABS;
+        // struct seccomp_data: nr at 0, args[1] (the request) at 24; its
+        // low 32 bits (all of an ioctl number) come first on a
+        // little-endian host.
+        let request_low = if cfg!(target_endian = "little") {
+            24
+        } else {
+            28
+        };
+        let ioctl_nr = u32::try_from(libc::SYS_ioctl).expect("a small number");
+        let n = requests.len();
+        // 0: load nr; 1: not ioctl -> allow (at 3 + n); 2: load request;
+        // 3..3+n: a match -> errno 0 (at 4 + n); 3 + n: allow.
+        let mut prog = vec![
+            stmt(load, 0),
+            jeq(ioctl_nr, 0, n + 1),
+            stmt(load, request_low),
+        ];
+        prog.extend(requests.iter().enumerate().map(|(i, &r)| {
+            jeq(
+                u32::try_from(r).expect("ioctl numbers are 32 bits"),
+                n - i,
+                0,
+            )
+        }));
+        prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
+        prog.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO));
+        let fprog = libc::sock_fprog {
+            len: u16::try_from(prog.len()).expect("a short program"),
+            filter: prog.as_mut_ptr(),
+        };
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes integer arguments only and
+        // affects only the calling thread (which ends with the test).
+        let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        assert_eq!(r, 0, "PR_SET_NO_NEW_PRIVS: {}", io::Error::last_os_error());
+        let p: *const libc::sock_fprog = &fprog;
+        // SAFETY: `fprog` points at `prog`, a valid BPF program of `len`
+        // instructions, both alive for the call (the kernel copies them);
+        // without SECCOMP_FILTER_FLAG_TSYNC the filter binds this thread only.
+        let r = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, p) };
+        assert_eq!(r, 0, "seccomp filter: {}", io::Error::last_os_error());
+    }
+
+    #[test]
+    fn the_seccomp_stand_in_answers_only_the_listed_ioctls_on_its_thread() {
+        let f = File::open("/dev/null").unwrap();
+        let (tod, other) = with_ioctls_accepted(&[KVM_GET_DEVICE_ATTR], || {
+            (
+                get_tod_ext(&f).map_err(|e| e.raw_os_error()),
+                get_regs(&f).is_err(),
+            )
+        });
+        // Nothing was written back: the zeroed struct.
+        assert_eq!(tod.map(|t| (t.epoch_idx, t.tod)), Ok((0, 0)));
+        assert!(other, "KVM_GET_REGS was not listed");
+        // Other threads never had the filter.
+        assert_eq!(
+            get_tod_ext(&f).unwrap_err().raw_os_error(),
+            Some(libc::ENOTTY)
+        );
+    }
 
     #[test]
     fn numbers_match_the_s390x_header() {
