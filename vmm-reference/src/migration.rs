@@ -3,7 +3,7 @@
 //! (`migrate`, `migrate_cancel`, `query-migrate`, `snapshot-save`, the
 //! `MIGRATION` event).
 
-use crate::core::{ControlRequest, MachineStatus, RunStatus, PAUSE_TIMEOUT};
+use crate::core::{ControlRequest, MachineStatus, RunStatus, PAUSE_TIMEOUT, QUIT_SIGNAL};
 use crate::qmp::{Args, Dispatcher, EventBus, QmpError, Reply};
 use crate::state::{StateParts, VmmState};
 use crate::HostArch;
@@ -109,6 +109,22 @@ pub(crate) enum Deferred {
     Snapshot(PathBuf),
 }
 
+impl std::fmt::Display for MigrationUri {
+    /// The URI as written: `tcp:HOST:PORT` or `unix:PATH`.
+    ///
+    /// ```
+    /// use kvmkit_vmm_reference::MigrationUri;
+    /// let u: MigrationUri = "tcp:[::1]:4444".parse().unwrap();
+    /// assert_eq!(u.to_string(), "tcp:[::1]:4444");
+    /// ```
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MigrationUri::Tcp(a) => write!(f, "tcp:{a}"),
+            MigrationUri::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 /// A connected migration stream: both directions.
 pub(crate) enum Conn {
     Tcp(TcpStream),
@@ -158,9 +174,23 @@ impl MigrationUri {
     }
 
     /// Waits for the source's connection.
+    ///
+    /// Once it listens it says where on stderr
+    /// (`vmm-reference: waiting for the incoming migration on URI`), with the
+    /// port the system chose for `tcp:HOST:0`: the source may connect from then on.
     pub(crate) fn accept(&self) -> std::io::Result<Conn> {
+        let listening = |uri: String| {
+            eprintln!("vmm-reference: waiting for the incoming migration on {uri}");
+        };
         Ok(match self {
-            MigrationUri::Tcp(a) => Conn::Tcp(TcpListener::bind(a)?.accept()?.0),
+            MigrationUri::Tcp(a) => {
+                let l = TcpListener::bind(a)?;
+                listening(format!("tcp:{}", l.local_addr()?));
+                l.set_nonblocking(true)?;
+                let c = wait_for_connection(|| l.accept().map(|(c, _)| c))?;
+                c.set_nonblocking(false)?;
+                Conn::Tcp(c)
+            }
             MigrationUri::Unix(p) => {
                 // A stale socket file from an earlier run would make bind fail.
                 if std::fs::symlink_metadata(p).is_ok_and(|m| {
@@ -170,11 +200,40 @@ impl MigrationUri {
                     let _ = std::fs::remove_file(p);
                 }
                 let l = UnixListener::bind(p)?;
-                let c = l.accept()?.0;
+                listening(format!("unix:{}", p.display()));
+                let c = l
+                    .set_nonblocking(true)
+                    .and_then(|()| wait_for_connection(|| l.accept().map(|(c, _)| c)));
                 let _ = std::fs::remove_file(p);
+                let c = c?;
+                c.set_nonblocking(false)?;
                 Conn::Unix(c)
             }
         })
+    }
+}
+
+/// How often a listener waiting for the source checks for SIGINT, SIGTERM
+/// and SIGHUP.
+const ACCEPT_POLL: Duration = Duration::from_millis(20);
+
+/// Calls `accept` (on a non-blocking listener) until a connection comes or a
+/// quit signal arrives: a blocking accept would never see the signal.
+fn wait_for_connection<T>(mut accept: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    loop {
+        match accept() {
+            Ok(c) => return Ok(c),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if QUIT_SIGNAL.load(Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "quit (signal) while waiting for the source",
+            ));
+        }
+        std::thread::sleep(ACCEPT_POLL);
     }
 }
 
@@ -573,7 +632,7 @@ pub(crate) fn receive_incoming(
 ) -> Result<Received, String> {
     let conn = uri
         .accept()
-        .map_err(|e| format!("cannot accept the incoming migration on {uri:?}: {e}"))?;
+        .map_err(|e| format!("cannot accept the incoming migration on {uri}: {e}"))?;
     let (reader, writer) = conn
         .halves()
         .map_err(|e| format!("cannot set up the incoming connection: {e}"))?;
