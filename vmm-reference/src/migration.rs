@@ -264,6 +264,16 @@ pub(crate) struct Migrator {
     pub(crate) deferred: Arc<Mutex<Option<std::sync::mpsc::Sender<Deferred>>>>,
 }
 
+impl Job {
+    /// True until the migration completed, failed or was cancelled.
+    fn running(&self) -> bool {
+        !matches!(
+            self.progress.status().0,
+            Status::Completed | Status::Failed | Status::Cancelled | Status::None
+        )
+    }
+}
+
 /// The current (or last) outgoing migration.
 pub(crate) struct Job {
     progress: Arc<Progress>,
@@ -307,12 +317,7 @@ impl Migrator {
     }
 
     fn busy(&self) -> bool {
-        lock(&self.job).as_ref().is_some_and(|j| {
-            !matches!(
-                j.progress.status().0,
-                Status::Completed | Status::Failed | Status::Cancelled | Status::None
-            )
-        })
+        lock(&self.job).as_ref().is_some_and(Job::running)
     }
 
     /// `snapshot-save`: pauses, saves the state and memory into `dir`, and
@@ -360,7 +365,10 @@ impl Migrator {
     pub(crate) fn start(self: &Arc<Self>, uri: MigrationUri) -> Result<(), String> {
         self.parts.check_saveable()?;
         let tracker = self.tracker.clone()?;
-        if self.busy() {
+        // Held until the new job is in place: two `migrate` commands from
+        // two clients cannot both start one.
+        let mut job = lock(&self.job);
+        if job.as_ref().is_some_and(Job::running) {
             return Err("There's a migration process in progress".to_string());
         }
         match self.status.get() {
@@ -378,7 +386,7 @@ impl Migrator {
             .name("migration".into())
             .spawn(move || me.run(uri, tracker, &p, &c, &k))
             .map_err(|e| format!("cannot start the migration thread: {e}"))?;
-        *lock(&self.job) = Some(Job {
+        *job = Some(Job {
             progress,
             cancel,
             conn,
@@ -485,8 +493,13 @@ impl Migrator {
         v
     }
 
-    /// Waits for the migration thread (at VMM exit).
+    /// Waits for the migration thread (at VMM exit); a migration still
+    /// running (the guest powered off, QMP `quit`) is cancelled first, so
+    /// that the VMM does not wait for a stalled destination.
     pub(crate) fn join(&self) {
+        if lock(&self.job).as_ref().is_some_and(Job::running) {
+            self.cancel();
+        }
         let t = lock(&self.job).as_mut().and_then(|j| j.thread.take());
         if let Some(t) = t {
             let _ = t.join();
