@@ -617,18 +617,7 @@ impl MigrationDestination for VmmDestination<'_> {
     }
 
     fn check_profile(&mut self, profile: &Value) -> Result<(), BoxError> {
-        let saved: <HostArch as kvmkit_core::SnapshotArch>::AbiProfile =
-            serde_json::from_value(profile.clone())
-                .map_err(|e| boxed(format!("the source's ABI profile is not readable: {e}")))?;
-        self.parts
-            .kvm
-            .check_profile(&saved, &self.parts.vm_config, &self.parts.vcpu_config)
-            .map_err(|e| {
-                boxed(format!(
-                    "this host cannot run the source's VM: {}",
-                    crate::state::error_chain(&e)
-                ))
-            })
+        check_profile_frame(self.parts, profile, "the source's VM").map_err(boxed)
     }
 
     fn restore(&mut self, state: &Value) -> Result<(), BoxError> {
@@ -636,6 +625,27 @@ impl MigrationDestination for VmmDestination<'_> {
             .map_err(|e| boxed(format!("the VM state is not readable: {e}")))?;
         self.parts.restore(self.vcpus, &state).map_err(boxed)
     }
+}
+
+/// Checks the `PROFILE` frame of a stream or snapshot (`whose`: "the
+/// source's VM", "the saved VM") against this host and machine.
+pub(crate) fn check_profile_frame(
+    parts: &StateParts,
+    profile: &Value,
+    whose: &str,
+) -> Result<(), String> {
+    let saved: <HostArch as kvmkit_core::SnapshotArch>::AbiProfile =
+        serde_json::from_value(profile.clone())
+            .map_err(|e| format!("the ABI profile of {whose} is not readable: {e}"))?;
+    parts
+        .kvm
+        .check_profile(&saved, &parts.vm_config, &parts.vcpu_config)
+        .map_err(|e| {
+            format!(
+                "this host cannot run {whose}: {}",
+                crate::state::error_chain(&e)
+            )
+        })
 }
 
 /// Receives an incoming migration on `uri` into the VM, before it runs.

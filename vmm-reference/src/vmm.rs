@@ -576,6 +576,8 @@ impl Vmm {
             virtio: count,
         });
         if let (Some((snap, started)), Some(dir)) = (&snapshot, &config.restore) {
+            crate::migration::check_profile_frame(&parts, &snap.profile, "the saved VM")
+                .map_err(Error::Restore)?;
             let state: VmmState = serde_json::from_value(snap.state.clone()).map_err(|e| {
                 Error::Restore(format!(
                     "the snapshot in {} has an unreadable state: {e}",
