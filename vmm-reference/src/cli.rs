@@ -105,6 +105,8 @@ pub struct Cli {
 pub enum Command {
     /// Connect to a QMP socket, run one command, print its result as JSON
     /// (on an error: the error class and description on stderr, exit 1).
+    /// `migrate` then polls `query-migrate` and shows the progress on stderr
+    /// until the migration ends; it exits 0 only if the VMM said completed.
     Qmp(QmpCommand),
 }
 

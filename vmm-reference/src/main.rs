@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 /// `vmm-reference qmp PATH COMMAND [JSON-ARGS]`: 0 and the result on
 /// stdout, 1 and the error on stderr, 2 for arguments that are not a JSON
-/// object.
+/// object. `migrate` waits for the migration's end, showing its progress on
+/// stderr, and exits 0 only if it completed.
 fn qmp_client(q: &QmpCommand) -> ExitCode {
     let arguments = match q.arguments.as_deref().map(qmp::parse_arguments).transpose() {
         Ok(a) => a,
@@ -15,7 +16,24 @@ fn qmp_client(q: &QmpCommand) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match qmp::execute(&q.socket, &q.command, arguments) {
+    let result = if q.command == "migrate" {
+        // Watched to its end, with a progress display on stderr: exit 0
+        // only if it completed (see qmp::migrate).
+        use std::io::IsTerminal;
+        let stderr = std::io::stderr();
+        let tty = stderr.is_terminal();
+        qmp::migrate_with_progress(
+            &q.socket,
+            arguments,
+            qmp::MIGRATE_POLL_INTERVAL,
+            &mut stderr.lock(),
+            tty,
+        )
+        .map(|_| serde_json::json!({}))
+    } else {
+        qmp::execute(&q.socket, &q.command, arguments)
+    };
+    match result {
         Ok(v) => {
             let text = serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string());
             println!("{text}");

@@ -18,12 +18,54 @@ const ID: &str = "vmm-reference-qmp";
 /// first); a server that sends more is not a QMP server.
 const MAX_MESSAGES: usize = 100_000;
 
-struct Conn {
+/// A negotiated client connection.
+pub(super) struct Conn {
     r: BufReader<UnixStream>,
     w: UnixStream,
+    /// Events read while waiting for replies, oldest first.
+    pub(super) events: Vec<Value>,
 }
 
 impl Conn {
+    /// Connects to the QMP server at `path` and negotiates capabilities.
+    pub(super) fn open(path: &Path) -> Result<Conn> {
+        let w = UnixStream::connect(path).map_err(|source| Error::Connect {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let setup = |source| Error::Io {
+            doing: "setting up the socket",
+            source,
+        };
+        w.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(setup)?;
+        w.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(setup)?;
+        let r = BufReader::new(w.try_clone().map_err(setup)?);
+        let mut conn = Conn {
+            r,
+            w,
+            events: Vec::new(),
+        };
+        let greeting = conn.recv()?;
+        if greeting.get("QMP").is_none() {
+            return Err(Error::Protocol {
+                detail: format!("no greeting but {greeting}"),
+            });
+        }
+        conn.call("qmp_capabilities", None)?;
+        Ok(conn)
+    }
+
+    /// Reads what the server still sends until it closes the connection,
+    /// keeping the events (after a failed write: the server may have
+    /// queued events before it closed).
+    pub(super) fn drain(&mut self) {
+        while let Ok(msg) = self.recv() {
+            if msg.get("event").is_some() {
+                self.events.push(msg);
+            }
+        }
+    }
+
     fn recv(&mut self) -> Result<Value> {
         let mut line = String::new();
         let n = self.r.read_line(&mut line).map_err(|source| Error::Io {
@@ -49,8 +91,13 @@ impl Conn {
         })
     }
 
-    /// Sends `execute` and waits for the reply with our id, skipping events.
-    fn call(&mut self, execute: &str, arguments: Option<Map<String, Value>>) -> Result<Value> {
+    /// Sends `execute` and waits for the reply with our id, keeping the
+    /// events that come first in [`Conn::events`].
+    pub(super) fn call(
+        &mut self,
+        execute: &str,
+        arguments: Option<Map<String, Value>>,
+    ) -> Result<Value> {
         let mut req = json!({ "execute": execute, "id": ID });
         if let Some(a) = arguments {
             req["arguments"] = Value::Object(a);
@@ -59,6 +106,7 @@ impl Conn {
         for _ in 0..MAX_MESSAGES {
             let msg = self.recv()?;
             if msg.get("event").is_some() {
+                self.events.push(msg);
                 continue;
             }
             if msg.get("id") != Some(&json!(ID)) {
@@ -93,26 +141,7 @@ impl Conn {
 /// # Ok::<(), kvmkit_vmm_reference::qmp::Error>(())
 /// ```
 pub fn execute(path: &Path, command: &str, arguments: Option<Map<String, Value>>) -> Result<Value> {
-    let w = UnixStream::connect(path).map_err(|source| Error::Connect {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let setup = |source| Error::Io {
-        doing: "setting up the socket",
-        source,
-    };
-    w.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(setup)?;
-    w.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(setup)?;
-    let r = BufReader::new(w.try_clone().map_err(setup)?);
-    let mut conn = Conn { r, w };
-    let greeting = conn.recv()?;
-    if greeting.get("QMP").is_none() {
-        return Err(Error::Protocol {
-            detail: format!("no greeting but {greeting}"),
-        });
-    }
-    conn.call("qmp_capabilities", None)?;
-    conn.call(command, arguments)
+    Conn::open(path)?.call(command, arguments)
 }
 
 /// Parses the client's `JSON-ARGS` argument: a JSON object.

@@ -63,6 +63,24 @@ pub enum Error {
         /// The server's description.
         desc: String,
     },
+    /// A migration watched by the client failed or was cancelled: its
+    /// status and the VMM's `error-desc`.
+    #[error("migration {status}: {desc}")]
+    Migration {
+        /// `failed` or `cancelled`.
+        status: String,
+        /// Why, as the VMM said.
+        desc: String,
+    },
+    /// The VMM closed the connection before it said the watched migration
+    /// completed.
+    #[error(
+        "the VMM closed the QMP connection before the migration completed (last status: {last})"
+    )]
+    MigrationLost {
+        /// The last status `query-migrate` reported.
+        last: String,
+    },
 }
 
 /// The result type of the QMP module.

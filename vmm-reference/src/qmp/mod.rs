@@ -52,6 +52,7 @@ mod dirty_rate;
 mod error;
 mod events;
 mod machine;
+mod migrate_watch;
 mod protocol;
 mod server;
 
@@ -67,6 +68,7 @@ pub use events::{shutdown_reason, EventBus, Outbox, OUTBOX_CAPACITY};
 pub use machine::{
     DirtyCount, DirtyPageCounter, DirtyRateMode, Machine, MachineError, RunState, VcpuInfo,
 };
+pub use migrate_watch::{migrate, migrate_with_progress, progress_line, MIGRATE_POLL_INTERVAL};
 pub use protocol::{
     check_request, encode, event, failure, parse_json, success, timestamp, ErrorClass, Frame,
     QmpError, Rejected, Request, Splitter, MAX_MESSAGE_BYTES, MAX_NESTING,
