@@ -3,8 +3,10 @@
 mod error;
 mod pages;
 mod precopy;
+mod probe;
 mod snapshot;
 mod stream;
+mod sys;
 
 pub use error::{BoxError, Error, Result};
 pub use pages::{apply_pages, send_ranges, RamRange, SendStats, PAGES_PER_FRAME, PAGE_SIZE};

@@ -1,6 +1,7 @@
 //! Guest pages on the stream: sending ranges of guest memory (zero pages as
 //! ranges, the rest as data) and applying received frames.
 
+use crate::probe::ZeroProbe;
 use crate::{Error, Frame, FrameWriter, Result, Tag};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -46,7 +47,7 @@ pub struct SendStats {
     pub zero_pages: u64,
 }
 
-fn is_zero(page: &[u8]) -> bool {
+pub(crate) fn is_zero(page: &[u8]) -> bool {
     // Word-wise: the compiler vectorises this; one page is 512 words.
     let (head, words, tail) = {
         // SAFETY: every bit pattern is a valid u64; align_to only reinterprets
@@ -68,6 +69,11 @@ fn mem_err(gpa: u64, len: u64, e: impl std::fmt::Display) -> Error {
 /// [`PAGES_PER_FRAME`] pages, runs of zero pages as `ZERO_PAGES` frames.
 /// Checks `cancel` between frames. Ranges are rounded out to whole pages.
 ///
+/// Every page is read. [`crate::migrate`] and [`crate::save_snapshot`]
+/// skip reading the never-touched pages of anonymous memory instead (see
+/// the crate README), which needs a look at the process's mappings: once
+/// per round there, too costly for each call of this function.
+///
 /// ```
 /// use kvmkit_migration::{send_ranges, FrameReader, FrameWriter, RamRange, SendStats, Tag};
 /// use std::sync::atomic::AtomicBool;
@@ -87,22 +93,139 @@ pub fn send_ranges<W: Write, M: GuestMemory>(
     stats: &mut SendStats,
     cancel: &AtomicBool,
 ) -> Result<()> {
-    let mut buf = vec![0u8; CHUNK];
+    send_ranges_probed(w, mem, ranges, stats, cancel, &ZeroProbe::off())
+}
+
+/// A run of zero pages not sent yet: consecutive zero chunks become one
+/// `ZERO_PAGES` frame.
+#[derive(Default)]
+struct PendingZero(Option<(u64, u64)>);
+
+impl PendingZero {
+    fn add<W: Write>(&mut self, w: &mut FrameWriter<W>, gpa: u64, len: u64) -> Result<()> {
+        match &mut self.0 {
+            Some((at, l)) if *at + *l == gpa => *l += len,
+            _ => {
+                self.flush(w)?;
+                self.0 = Some((gpa, len));
+            }
+        }
+        Ok(())
+    }
+
+    fn flush<W: Write>(&mut self, w: &mut FrameWriter<W>) -> Result<()> {
+        if let Some((at, len)) = self.0.take() {
+            w.frame_parts(Tag::ZeroPages, &[&at.to_le_bytes(), &len.to_le_bytes()])?;
+        }
+        Ok(())
+    }
+}
+
+/// Guest pages the probe looks at in one go: 32 MiB of guest memory, one
+/// read of 64 KiB of pagemap.
+const PROBE_PAGES: usize = 8192;
+
+/// Reads guest memory chunk by chunk, knowing which pages are zero: the
+/// never-touched ones (asked of the probe once per [`PROBE_PAGES`]) without
+/// reading them, the others by reading them.
+///
+/// The probe's answer may be stale by the time a chunk is read: a page the
+/// guest writes after the probe looked is sent as zero. That is safe where
+/// the scanner is used — while the guest runs, dirty logging is on and the
+/// write shows up in the next harvest; the last round and snapshots run
+/// with the guest paused.
+pub(crate) struct Scanner<'p> {
+    probe: &'p ZeroProbe,
+    buf: Vec<u8>,
+    zero: Vec<bool>,
+    /// Never-touched flags of the pages from `window_gpa`.
+    window: Vec<bool>,
+    window_gpa: u64,
+}
+
+impl<'p> Scanner<'p> {
+    pub(crate) fn new(probe: &'p ZeroProbe) -> Self {
+        Scanner {
+            probe,
+            buf: vec![0u8; CHUNK],
+            zero: vec![false; CHUNK / PAGE],
+            window: Vec::new(),
+            window_gpa: 0,
+        }
+    }
+
+    /// Reads the `pages` pages (at most [`PAGES_PER_FRAME`]) at `gpa`, of a
+    /// range that ends at `end`: their data (zero pages left unread) and
+    /// whether each is zero.
+    pub(crate) fn read<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        gpa: u64,
+        pages: usize,
+        end: u64,
+    ) -> Result<(&[u8], &[bool])> {
+        let in_window = gpa >= self.window_gpa
+            && (gpa - self.window_gpa) / PAGE_SIZE + pages as u64 <= self.window.len() as u64;
+        if !in_window {
+            let n = usize::try_from((end - gpa) / PAGE_SIZE)
+                .unwrap_or(PROBE_PAGES)
+                .clamp(pages, PROBE_PAGES);
+            self.window.clear();
+            self.window.resize(n, false);
+            self.probe.untouched(mem, gpa, &mut self.window);
+            self.window_gpa = gpa;
+        }
+        let first = usize::try_from((gpa - self.window_gpa) / PAGE_SIZE).unwrap_or(0);
+        let zero = &mut self.zero[..pages];
+        zero.copy_from_slice(&self.window[first..first + pages]);
+        let chunk = &mut self.buf[..pages * PAGE];
+        let mut i = 0;
+        while i < pages {
+            if zero[i] {
+                i += 1;
+                continue;
+            }
+            let run = zero[i..].iter().take_while(|&&z| !z).count();
+            let at = gpa + i as u64 * PAGE_SIZE;
+            let bytes = &mut chunk[i * PAGE..(i + run) * PAGE];
+            mem.read_slice(bytes, GuestAddress(at))
+                .map_err(|e| mem_err(at, bytes.len() as u64, e))?;
+            for (z, page) in zero[i..i + run].iter_mut().zip(bytes.chunks(PAGE)) {
+                *z = is_zero(page);
+            }
+            i += run;
+        }
+        Ok((chunk, zero))
+    }
+}
+
+/// [`send_ranges`] with a probe made by the caller (reading the process's
+/// mappings costs a fraction of a millisecond: once per round, not per call).
+pub(crate) fn send_ranges_probed<W: Write, M: GuestMemory>(
+    w: &mut FrameWriter<W>,
+    mem: &M,
+    ranges: &[RamRange],
+    stats: &mut SendStats,
+    cancel: &AtomicBool,
+    probe: &ZeroProbe,
+) -> Result<()> {
+    let mut scanner = Scanner::new(probe);
     for r in ranges {
         let start = r.gpa & !(PAGE_SIZE - 1);
         let end = r.end().div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE);
+        let mut pending = PendingZero::default();
         let mut gpa = start;
         while gpa < end {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Error::Cancelled);
             }
             let n = ((end - gpa) / PAGE_SIZE).min(PAGES_PER_FRAME);
-            let chunk = &mut buf[..usize::try_from(n).unwrap_or(0) * PAGE];
-            mem.read_slice(chunk, GuestAddress(gpa))
-                .map_err(|e| mem_err(gpa, n * PAGE_SIZE, e))?;
-            send_chunk(w, gpa, chunk, stats)?;
+            let pages = usize::try_from(n).unwrap_or(0);
+            let (chunk, zero) = scanner.read(mem, gpa, pages, end)?;
+            send_chunk(w, gpa, chunk, zero, stats, &mut pending)?;
             gpa += n * PAGE_SIZE;
         }
+        pending.flush(w)?;
     }
     Ok(())
 }
@@ -112,19 +235,21 @@ fn send_chunk<W: Write>(
     w: &mut FrameWriter<W>,
     gpa: u64,
     chunk: &[u8],
+    zero: &[bool],
     stats: &mut SendStats,
+    pending: &mut PendingZero,
 ) -> Result<()> {
-    let pages: Vec<bool> = chunk.chunks(PAGE).map(is_zero).collect();
     let mut i = 0;
-    while i < pages.len() {
-        let zero = pages[i];
-        let run = pages[i..].iter().take_while(|&&z| z == zero).count();
+    while i < zero.len() {
+        let z = zero[i];
+        let run = zero[i..].iter().take_while(|&&x| x == z).count();
         let at = gpa + i as u64 * PAGE_SIZE;
         let len = run as u64 * PAGE_SIZE;
-        if zero {
-            w.frame_parts(Tag::ZeroPages, &[&at.to_le_bytes(), &len.to_le_bytes()])?;
+        if z {
+            pending.add(w, at, len)?;
             stats.zero_pages += run as u64;
         } else {
+            pending.flush(w)?;
             let data = &chunk[i * PAGE..(i + run) * PAGE];
             w.frame_parts(Tag::Pages, &[&at.to_le_bytes(), data])?;
             stats.normal_pages += run as u64;
@@ -158,8 +283,19 @@ fn check_in_ram(ram: &[RamRange], gpa: u64, len: u64, offset: u64) -> Result<()>
 /// lies within `ram`; returns the pages it covered.
 ///
 /// Zero ranges only write pages that are not zero already, so a fresh
-/// destination's untouched memory stays unallocated.
+/// destination's untouched memory stays unallocated. ([`crate::receive`]
+/// does not even read the never-touched pages of anonymous memory.)
 pub fn apply_pages<M: GuestMemory>(mem: &M, ram: &[RamRange], frame: &Frame) -> Result<u64> {
+    apply_pages_probed(mem, ram, frame, &ZeroProbe::off())
+}
+
+/// [`apply_pages`] with a probe made by the caller.
+pub(crate) fn apply_pages_probed<M: GuestMemory>(
+    mem: &M,
+    ram: &[RamRange],
+    frame: &Frame,
+    probe: &ZeroProbe,
+) -> Result<u64> {
     let p = &frame.payload;
     let bad = |detail: String| Error::BadFrame {
         offset: frame.offset,
@@ -193,17 +329,25 @@ pub fn apply_pages<M: GuestMemory>(mem: &M, ram: &[RamRange], frame: &Frame) -> 
                 )));
             }
             check_in_ram(ram, gpa, len, frame.offset)?;
+            let mut zero = Vec::new();
             let mut page = [0u8; PAGE];
-            let zero = [0u8; PAGE];
+            let zero_page = [0u8; PAGE];
             let mut at = gpa;
             while at < gpa + len {
-                mem.read_slice(&mut page, GuestAddress(at))
-                    .map_err(|e| mem_err(at, PAGE_SIZE, e))?;
-                if !is_zero(&page) {
-                    mem.write_slice(&zero, GuestAddress(at))
-                        .map_err(|e| mem_err(at, PAGE_SIZE, e))?;
+                let n = ((gpa + len - at) / PAGE_SIZE).min(PROBE_PAGES as u64);
+                zero.clear();
+                zero.resize(usize::try_from(n).unwrap_or(0), false);
+                probe.untouched(mem, at, &mut zero);
+                for (i, _) in zero.iter().enumerate().filter(|(_, &z)| !z) {
+                    let a = at + i as u64 * PAGE_SIZE;
+                    mem.read_slice(&mut page, GuestAddress(a))
+                        .map_err(|e| mem_err(a, PAGE_SIZE, e))?;
+                    if !is_zero(&page) {
+                        mem.write_slice(&zero_page, GuestAddress(a))
+                            .map_err(|e| mem_err(a, PAGE_SIZE, e))?;
+                    }
                 }
-                at += PAGE_SIZE;
+                at += n * PAGE_SIZE;
             }
             Ok(len / PAGE_SIZE)
         }

@@ -3,7 +3,8 @@
 //! target; then pause, send the rest and the device state, and let the
 //! destination resume.
 
-use crate::pages::{apply_pages, send_ranges, RamRange, SendStats, PAGE_SIZE};
+use crate::pages::{apply_pages_probed, send_ranges_probed, RamRange, SendStats, PAGE_SIZE};
+use crate::probe::ZeroProbe;
 use crate::stream::{from_json, FrameReader, FrameWriter, Tag};
 use crate::{BoxError, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -180,8 +181,8 @@ impl Progress {
 /// Guest RAM sent between two updates of the page counters.
 const PIECE_BYTES: u64 = 4 << 20;
 
-/// [`send_ranges`] in pieces of at most [`PIECE_BYTES`], counting each in
-/// `progress` as it goes.
+/// [`crate::send_ranges`] in pieces of at most [`PIECE_BYTES`], counting
+/// each in `progress` as it goes.
 fn send_counted<W: Write, M: GuestMemory>(
     w: &mut FrameWriter<W>,
     mem: &M,
@@ -189,13 +190,14 @@ fn send_counted<W: Write, M: GuestMemory>(
     stats: &mut SendStats,
     cancel: &AtomicBool,
     progress: &Progress,
+    probe: &ZeroProbe,
 ) -> Result<()> {
     for r in ranges {
         let mut at = r.gpa;
         while at < r.end() {
             let piece = RamRange::new(at, (r.end() - at).min(PIECE_BYTES));
             let mut s = SendStats::default();
-            send_ranges(w, mem, &[piece], &mut s, cancel)?;
+            send_ranges_probed(w, mem, &[piece], &mut s, cancel, probe)?;
             progress.add_sent(&s);
             stats.normal_pages += s.normal_pages;
             stats.zero_pages += s.zero_pages;
@@ -382,14 +384,26 @@ fn run_source<S: MigrationSource, R: Read, W: Write>(
 
     let mut to_send = ram.clone();
     let mut round = 0u64;
+    // Read again each round (the mappings are this process's); the last one
+    // serves the paused round too, keeping the downtime free of it.
+    let mut probe;
     loop {
         let t = Instant::now();
+        probe = ZeroProbe::new();
         let before = w.bytes_written();
         let mut stats = SendStats::default();
         progress
             .remaining
             .store(total_len(&to_send), Ordering::Relaxed);
-        send_counted(&mut w, src.memory(), &to_send, &mut stats, cancel, progress)?;
+        send_counted(
+            &mut w,
+            src.memory(),
+            &to_send,
+            &mut stats,
+            cancel,
+            progress,
+            &probe,
+        )?;
         w.json(Tag::Round, "ROUND", &round)?;
         w.flush()?;
         let took = t.elapsed().max(Duration::from_micros(1));
@@ -428,7 +442,15 @@ fn run_source<S: MigrationSource, R: Read, W: Write>(
     progress
         .remaining
         .store(total_len(&to_send), Ordering::Relaxed);
-    send_counted(&mut w, src.memory(), &to_send, &mut stats, cancel, progress)?;
+    send_counted(
+        &mut w,
+        src.memory(),
+        &to_send,
+        &mut stats,
+        cancel,
+        progress,
+        &probe,
+    )?;
     let state = src.state().map_err(vmm("saving the VM state"))?;
     w.json(Tag::State, "STATE", &state)?;
     w.json(
@@ -503,13 +525,14 @@ fn run_destination<D: MigrationDestination, R: Read>(dest: &mut D, reader: R) ->
             local: format!("{ram:x?}"),
         });
     }
+    let probe = ZeroProbe::new();
     let mut pages = 0;
     let mut state_restored = false;
     loop {
         let f = r.next_frame()?;
         match f.tag {
             Tag::Pages | Tag::ZeroPages if !state_restored => {
-                pages += apply_pages(dest.memory(), &ram, &f)?;
+                pages += apply_pages_probed(dest.memory(), &ram, &f, &probe)?;
             }
             Tag::Round if !state_restored => {}
             Tag::State if !state_restored => {

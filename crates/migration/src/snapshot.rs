@@ -2,7 +2,8 @@
 //! profile, layout, state, end) and a sparse `memory` file (guest RAM, zero
 //! pages left as holes) that a restore maps lazily.
 
-use crate::pages::{RamRange, CHUNK, PAGE, PAGES_PER_FRAME, PAGE_SIZE};
+use crate::pages::{RamRange, Scanner, PAGE, PAGES_PER_FRAME, PAGE_SIZE};
+use crate::probe::ZeroProbe;
 use crate::stream::{from_json, FrameReader, FrameWriter, Tag};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use vm_memory::{Bytes, GuestAddress, GuestMemory};
+use vm_memory::GuestMemory;
 
 /// The state file in a snapshot directory.
 pub const STATE_FILE: &str = "state";
@@ -127,7 +128,8 @@ fn write_snapshot_files<M: GuestMemory>(
     let mut layout = Vec::with_capacity(ram.len());
     let mut offset = 0u64;
     let mut stats = SnapshotStats::default();
-    let mut buf = vec![0u8; CHUNK];
+    let probe = ZeroProbe::new();
+    let mut scanner = Scanner::new(&probe);
     for r in ram {
         layout.push(SnapshotRange {
             gpa: r.gpa,
@@ -137,22 +139,25 @@ fn write_snapshot_files<M: GuestMemory>(
         let mut done = 0u64;
         while done < r.len {
             let n = (r.len - done).min(PAGES_PER_FRAME * PAGE_SIZE);
-            let chunk = &mut buf[..usize::try_from(n).unwrap_or(0)];
-            let gpa = r.gpa + done;
-            mem.read_slice(chunk, GuestAddress(gpa))
-                .map_err(|e| Error::GuestMemory {
-                    gpa,
-                    len: n,
-                    detail: e.to_string(),
-                })?;
-            for (i, page) in chunk.chunks(PAGE).enumerate() {
-                if page.iter().all(|&b| b == 0) {
-                    stats.zero_pages += 1;
+            let pages = usize::try_from(n / PAGE_SIZE).unwrap_or(0);
+            let (chunk, zero) = scanner.read(mem, r.gpa + done, pages, r.end())?;
+            // Runs of data pages are written with one call each; zero pages
+            // stay holes.
+            let mut i = 0;
+            while i < pages {
+                let z = zero[i];
+                let run = zero[i..].iter().take_while(|&&x| x == z).count();
+                if z {
+                    stats.zero_pages += run as u64;
                 } else {
-                    stats.data_pages += 1;
-                    file.write_all_at(page, offset + done + i as u64 * PAGE_SIZE)
-                        .map_err(file_err("writing", mem_path))?;
+                    stats.data_pages += run as u64;
+                    file.write_all_at(
+                        &chunk[i * PAGE..(i + run) * PAGE],
+                        offset + done + i as u64 * PAGE_SIZE,
+                    )
+                    .map_err(file_err("writing", mem_path))?;
                 }
+                i += run;
             }
             done += n;
         }
@@ -216,7 +221,7 @@ pub fn load_snapshot(dir: &Path) -> Result<Snapshot> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::GuestMemoryMmap;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
     use vmm_sys_util::tempdir::TempDir;
 
     #[test]

@@ -216,6 +216,23 @@ fn source() -> Source {
     }
 }
 
+/// A source whose every page holds data: round 0 alone is the whole RAM
+/// (6 MiB), far more than a socket buffer, however fast the pages are read.
+fn full_source() -> Source {
+    let src = source();
+    src.guest.pause();
+    for &(g, l) in &RAM {
+        for gpa in (g..g + l).step_by(usize::try_from(PAGE_SIZE).unwrap()) {
+            src.guest
+                .mem
+                .write_obj(gpa | 1, GuestAddress(gpa + 8))
+                .unwrap();
+        }
+    }
+    src.guest.resume();
+    src
+}
+
 fn dest() -> Dest {
     Dest {
         mem: new_mem(),
@@ -288,7 +305,7 @@ fn migration_converges_while_the_guest_writes() {
 
 #[test]
 fn refusal_keeps_the_source_running() {
-    let mut src = source();
+    let mut src = full_source();
     let mut d = dest();
     d.refuse = Some("host lacks KVM_CAP_XSAVE2".into());
     let (res, progress, d, received) = run(&mut src, d, Policy::default(), &AtomicBool::new(false));
@@ -349,7 +366,7 @@ impl Write for Cut<'_> {
 #[test]
 fn a_cut_connection_leaves_the_source_running() {
     for cut in [100usize, 2 << 20, 6 << 20] {
-        let mut src = source();
+        let mut src = full_source();
         let mut d = dest();
         let (a, b) = UnixStream::pair().unwrap();
         let dst = std::thread::spawn(move || {
