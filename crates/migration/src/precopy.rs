@@ -263,6 +263,22 @@ pub struct Received {
     pub end: EndInfo,
 }
 
+/// `e` and its causes on one line (`step failed: why`): what the source is
+/// told of a refusal, and what `query-migrate` reports.
+fn describe(e: &Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let t = c.to_string();
+        if !out.ends_with(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 fn vmm(step: &'static str) -> impl FnOnce(BoxError) -> Error {
     move |source| Error::Vmm { step, source }
 }
@@ -337,7 +353,7 @@ pub fn migrate<S: MigrationSource, R: Read, W: Write>(
             } else {
                 Status::Failed
             };
-            let mut msg = e.to_string();
+            let mut msg = describe(e);
             if let Err(r) = resumed {
                 msg.push_str(&format!("; resuming the source VM failed too: {r}"));
             }
@@ -505,7 +521,7 @@ pub fn receive<D: MigrationDestination, R: Read, W: Write>(
         }
         Err(e) => {
             // Best effort: the source may be gone already.
-            let _ = answer(writer, e.to_string().as_bytes());
+            let _ = answer(writer, describe(&e).as_bytes());
             Err(e)
         }
     }

@@ -181,6 +181,7 @@ struct Dest {
     mem: Arc<Mem>,
     state: Option<Value>,
     refuse: Option<String>,
+    refuse_state: Option<String>,
 }
 
 impl MigrationDestination for Dest {
@@ -201,6 +202,9 @@ impl MigrationDestination for Dest {
         Ok(())
     }
     fn restore(&mut self, state: &Value) -> Result<(), BoxError> {
+        if let Some(r) = &self.refuse_state {
+            return Err(r.clone().into());
+        }
         self.state = Some(state.clone());
         Ok(())
     }
@@ -238,6 +242,7 @@ fn dest() -> Dest {
         mem: new_mem(),
         state: None,
         refuse: None,
+        refuse_state: None,
     }
 }
 
@@ -572,4 +577,52 @@ fn progress_moves_within_a_round_and_cancel_ends_a_blocked_write() {
     assert_eq!(why.as_deref(), Some("the migration was cancelled"));
     assert!(src.stopped_logging);
     assert!(!src.guest.paused.load(Ordering::SeqCst), "the source runs");
+}
+
+#[test]
+fn a_refused_state_tells_the_source_why_and_it_resumes() {
+    let mut src = source();
+    let mut d = dest();
+    d.refuse_state = Some("the saved state has 1 vCPU states for 2 vCPUs".into());
+    let (res, progress, d, received) = run(&mut src, d, Policy::default(), &AtomicBool::new(false));
+    // The cause travels with the step that failed, to both sides.
+    let why = "restoring the VM state failed: the saved state has 1 vCPU states for 2 vCPUs";
+    assert_eq!(
+        res.unwrap_err().to_string(),
+        format!("the destination refused the migration: {why}")
+    );
+    let (status, desc) = progress.status();
+    assert_eq!(status, Status::Failed);
+    assert_eq!(
+        desc.as_deref(),
+        Some(format!("the destination refused the migration: {why}").as_str())
+    );
+    assert!(matches!(received, Err(Error::Vmm { .. })));
+    assert!(d.state.is_none());
+    // Refused after the pause: the source was resumed.
+    assert_eq!(src.resumed, 1);
+    assert!(!src.guest.paused.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_broken_connection_is_reported_with_its_cause() {
+    let mut src = source();
+    let (a, b) = UnixStream::pair().unwrap();
+    drop(b);
+    let progress = Progress::default();
+    let res = migrate(
+        &mut src,
+        &a,
+        &a,
+        &Policy::default(),
+        &progress,
+        &AtomicBool::new(false),
+    );
+    assert!(matches!(res, Err(Error::Write { .. })), "{res:?}");
+    let desc = progress.status().1.unwrap();
+    assert!(
+        desc.starts_with("writing the migration stream failed after 0 bytes: "),
+        "the I/O error is named: {desc}"
+    );
+    assert!(desc.len() > "writing the migration stream failed after 0 bytes: ".len());
 }
