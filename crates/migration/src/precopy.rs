@@ -396,6 +396,9 @@ fn run_source<S: MigrationSource, R: Read, W: Write>(
     progress
         .setup_time_ms
         .store(ms(start.elapsed()), Ordering::Relaxed);
+    // Figures of the first round before its status: a monitor that sees
+    // `active` sees all of RAM left to send, not 0.
+    progress.remaining.store(total_len(&ram), Ordering::Relaxed);
     progress.set_status(Status::Active, None);
 
     let mut to_send = ram.clone();
