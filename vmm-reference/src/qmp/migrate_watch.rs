@@ -149,12 +149,17 @@ fn mib(bytes: u64) -> f64 {
 ///      1.0 MiB left in this round, 1200 dirty pages/s, 800.5 Mbit/s"
 /// );
 /// assert!(progress_line(&info, true).starts_with("migrate [##########----------]  50% active"));
+/// assert_eq!(progress_line(&serde_json::json!({"status": "setup"}), true), "migrate: setup");
 /// ```
 pub fn progress_line(info: &Value, bar: bool) -> String {
     let ram = &info["ram"];
     let n = |k: &str| ram[k].as_u64().unwrap_or(0);
     let status = info["status"].as_str().unwrap_or("unknown");
     let total = n("total");
+    if total == 0 {
+        // Connecting: no figures yet.
+        return format!("migrate: {status}");
+    }
     let page = ram["page-size"].as_u64().unwrap_or(4096);
     let covered = (n("normal") + n("duplicate")).saturating_mul(page);
     let pct = (covered.min(total) * 100).checked_div(total).unwrap_or(0);
