@@ -17,7 +17,7 @@ set -euo pipefail
 # Debian packages the tests need, installed with apt-get when missing.
 # A change that makes a test need a tool adds its package here, e.g.
 #   APT_PACKAGES=(acpica-tools qemu-system-x86)
-APT_PACKAGES=(acpica-tools busybox-static e2fsprogs device-tree-compiler gcc-powerpc64le-linux-gnu gcc-s390x-linux-gnu linux-libc-dev-ppc64el-cross linux-libc-dev-s390x-cross python3-venv)
+APT_PACKAGES=(acpica-tools busybox-static e2fsprogs device-tree-compiler gcc-powerpc64le-linux-gnu gcc-s390x-linux-gnu iproute2 linux-libc-dev-ppc64el-cross linux-libc-dev-s390x-cross python3-venv)
 
 # QEMU's QMP client library, for tests/qmp/test_qmp.py; pinned, installed into
 # a virtualenv under the target directory when missing.

@@ -19,6 +19,18 @@ pub struct Vmm {
     lines: Receiver<String>,
     pub seen: Vec<String>,
     stderr: Receiver<String>,
+    /// Stderr lines already read by [`Vmm::expect_stderr`].
+    pub err_seen: Vec<String>,
+}
+
+/// A VMM left running by a failing test is killed, not orphaned.
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Vmm {
@@ -75,6 +87,7 @@ impl Vmm {
             lines,
             seen: Vec::new(),
             stderr,
+            err_seen: Vec::new(),
         }
     }
 
@@ -117,6 +130,30 @@ impl Vmm {
         got
     }
 
+    /// Waits for a stderr line containing `pat`; panics with the output so far.
+    pub fn expect_stderr(&mut self, pat: &str) -> String {
+        let deadline = Instant::now() + BOOT_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(l) => {
+                    self.err_seen.push(l.clone());
+                    if l.contains(pat) {
+                        return l;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no stderr line containing {pat:?}; stderr:\n{}\nconsole:\n{}",
+                        self.err_seen.join("\n"),
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
     pub fn send(&mut self, text: &str) {
         let s = self.stdin.as_mut().expect("stdin");
         s.write_all(text.as_bytes())
@@ -129,11 +166,15 @@ impl Vmm {
         let deadline = Instant::now() + BOOT_WAIT;
         loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
-                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                // The reader threads end at EOF: everything is read then.
+                while let Ok(l) = self.lines.recv_timeout(BOOT_WAIT) {
                     self.seen.push(l);
                 }
-                let err: Vec<String> = self.stderr.try_iter().collect();
-                return (st, err.join("\n"), self.seen);
+                let mut err = std::mem::take(&mut self.err_seen);
+                while let Ok(l) = self.stderr.recv_timeout(BOOT_WAIT) {
+                    err.push(l);
+                }
+                return (st, err.join("\n"), std::mem::take(&mut self.seen));
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
