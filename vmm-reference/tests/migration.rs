@@ -1133,6 +1133,31 @@ fn kvm_abi_and_shape_mismatches_are_refused() {
             "{name} ({number}): the state needs {needs}, this host has {has}"
         )],
     );
+    // A state file damaged on disk: a flipped bit, or cut short.
+    let frame = &frames(&state)[2];
+    assert_eq!(frame.tag, Tag::State);
+    let at = usize::try_from(frame.offset).unwrap() + 12 + 10;
+    let flipped = dir.path("flipped");
+    std::fs::create_dir_all(&flipped).unwrap();
+    std::fs::hard_link(snap.join("memory"), flipped.join("memory")).unwrap();
+    let mut bad = state.clone();
+    bad[at] ^= 0x04;
+    std::fs::write(flipped.join("state"), &bad).unwrap();
+    refused(
+        restore(&flipped, &["--memory", &mem]),
+        &[&format!(
+            "vmm-reference: cannot read the snapshot in {}: STATE frame at byte {} is corrupted",
+            flipped.display(),
+            frame.offset
+        )],
+    );
+    std::fs::write(flipped.join("state"), &state[..at]).unwrap();
+    refused(
+        restore(&flipped, &["--memory", &mem]),
+        &[&format!(
+            "the migration stream is truncated: it ends at byte {at}, inside a STATE frame"
+        )],
+    );
     // The unedited snapshot restores (the edits alone were refused).
     let mut ok = Vmm::spawn(&["--memory", &mem, "--restore", snap.to_str().unwrap()]);
     ok.expect_stderr("restored the snapshot");
@@ -1280,9 +1305,13 @@ fn kvm_bad_migration_and_snapshot_commands_change_nothing() {
     let _listener = UnixListener::bind(&silent).unwrap();
     let uri = json!({ "uri": format!("unix:{}", silent.display()) });
     q.ok("migrate", Some(uri.clone()));
-    q.wait_migrate("under way", |i| {
-        i["status"] == "active" && i["ram"]["transferred"].as_u64() > Some(0)
-    });
+    // The idle guest's stream may fit in the socket buffer: then the
+    // source has paused and waits for an answer (`device`).
+    let under_way = |i: &Value| {
+        (i["status"] == "active" || i["status"] == "device")
+            && i["ram"]["transferred"].as_u64() > Some(0)
+    };
+    q.wait_migrate("under way", under_way);
     assert_eq!(
         q.generic_error("migrate", Some(uri.clone())),
         "There's a migration process in progress"
@@ -1308,7 +1337,7 @@ fn kvm_bad_migration_and_snapshot_commands_change_nothing() {
         "migrate",
         Some(json!({ "uri": format!("unix:{}", silent2.display()) })),
     );
-    q.wait_migrate("under way", |i| i["status"] == "active");
+    q.wait_migrate("under way", under_way);
     q.ok("quit", None);
     assert_eq!(q.migration_events(), ["setup", "active", "cancelled"]);
     assert!(q.closed());
