@@ -332,11 +332,12 @@ impl Migrator {
             RunStatus::Running | RunStatus::Paused => {}
             _ => return Err("the VM has ended".to_string()),
         }
+        // Described before the pause: it builds a scratch VM.
+        let profile = self.parts.host_profile()?;
         let t = Instant::now();
         self.pause()?;
         let res = (|| {
             let state = self.save_state()?;
-            let profile = self.parts.host_profile()?;
             let profile = serde_json::to_value(profile).map_err(|e| e.to_string())?;
             let ram: Vec<RamRange> = ram_slots(&lock(&self.table))
                 .into_iter()
@@ -403,6 +404,9 @@ impl Migrator {
         cancel: &AtomicBool,
         shared: &Mutex<Option<Conn>>,
     ) {
+        // The host profile is described (a scratch VM) before anything else;
+        // an error shows up in the PROFILE step below.
+        let _ = self.parts.host_profile();
         let conn = match uri.connect().and_then(|c| c.halves().map(|h| (c, h))) {
             Ok(c) => c,
             Err(e) => {
@@ -637,15 +641,7 @@ pub(crate) fn check_profile_frame(
     let saved: <HostArch as kvmkit_core::SnapshotArch>::AbiProfile =
         serde_json::from_value(profile.clone())
             .map_err(|e| format!("the ABI profile of {whose} is not readable: {e}"))?;
-    parts
-        .kvm
-        .check_profile(&saved, &parts.vm_config, &parts.vcpu_config)
-        .map_err(|e| {
-            format!(
-                "this host cannot run {whose}: {}",
-                crate::state::error_chain(&e)
-            )
-        })
+    parts.check_profile(&saved, whose)
 }
 
 /// Receives an incoming migration on `uri` into the VM, before it runs.
@@ -653,6 +649,9 @@ pub(crate) fn receive_incoming(
     uri: &MigrationUri,
     dest: &mut VmmDestination<'_>,
 ) -> Result<Received, String> {
+    // Describe this host (a scratch VM) before the source connects, so the
+    // profile check does not hold up the stream, nor the downtime.
+    dest.parts.host_profile()?;
     let conn = uri
         .accept()
         .map_err(|e| format!("cannot accept the incoming migration on {uri}: {e}"))?;
@@ -729,15 +728,7 @@ pub(crate) fn load_snapshot_into(dir: &Path, dest: &mut VmmDestination<'_>) -> R
     let profile: <HostArch as kvmkit_core::SnapshotArch>::AbiProfile =
         serde_json::from_value(snap.profile.clone())
             .map_err(|e| format!("the snapshot's ABI profile is not readable: {e}"))?;
-    dest.parts
-        .kvm
-        .check_profile(&profile, &dest.parts.vm_config, &dest.parts.vcpu_config)
-        .map_err(|e| {
-            format!(
-                "this host cannot run the saved VM: {}",
-                crate::state::error_chain(&e)
-            )
-        })?;
+    dest.parts.check_profile(&profile, "the saved VM")?;
     let state: VmmState = serde_json::from_value(snap.state.clone())
         .map_err(|e| format!("the snapshot's state is not readable: {e}"))?;
     dest.parts.check(&state)?;

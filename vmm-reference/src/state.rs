@@ -58,6 +58,8 @@ pub(crate) struct StateParts {
     pub(crate) split: Option<Arc<SplitIrqchip<X86Vm>>>,
     /// virtio devices attached (their state is not saved yet).
     pub(crate) virtio: usize,
+    /// This host's ABI profile, once computed.
+    pub(crate) host: std::sync::OnceLock<AbiProfile>,
 }
 
 impl std::fmt::Debug for StateParts {
@@ -86,11 +88,27 @@ impl StateParts {
         Ok(())
     }
 
-    /// This host's ABI profile for this machine.
+    /// This host's ABI profile for this machine, computed once: describing
+    /// it builds a scratch VM (20–30 ms under PVM), which must not happen
+    /// while the guest is paused. Callers warm it up outside pauses
+    /// (before connecting, before pausing for a snapshot).
     pub(crate) fn host_profile(&self) -> Result<AbiProfile, String> {
-        self.kvm
+        if let Some(p) = self.host.get() {
+            return Ok(p.clone());
+        }
+        let p = self
+            .kvm
             .abi_profile(&self.vm_config, &self.vcpu_config)
-            .map_err(|e| format!("cannot describe this host's KVM: {e}"))
+            .map_err(|e| format!("cannot describe this host's KVM: {e}"))?;
+        Ok(self.host.get_or_init(|| p).clone())
+    }
+
+    /// Checks that this host can run a state whose profile is `saved`
+    /// (`whose`: "the saved VM", "the source's VM").
+    pub(crate) fn check_profile(&self, saved: &AbiProfile, whose: &str) -> Result<(), String> {
+        let host = self.host_profile()?;
+        HostArch::check_profile(saved, &host)
+            .map_err(|e| format!("this host cannot run {whose}: {e}"))
     }
 
     /// Saves the paused VM: VM-wide state, vCPUs, devices.
@@ -153,9 +171,7 @@ impl StateParts {
                 self.shape.vcpus
             ));
         }
-        self.kvm
-            .check_profile(&state.profile, &self.vm_config, &self.vcpu_config)
-            .map_err(|e| format!("this host cannot run the saved VM: {}", error_chain(&e)))?;
+        self.check_profile(&state.profile, "the saved VM")?;
         state
             .devices
             .check()

@@ -574,6 +574,7 @@ impl Vmm {
             power: power.clone(),
             split: split_state,
             virtio: count,
+            host: std::sync::OnceLock::new(),
         });
         if let (Some((snap, started)), Some(dir)) = (&snapshot, &config.restore) {
             crate::migration::check_profile_frame(&parts, &snap.profile, "the saved VM")

@@ -362,22 +362,21 @@ fn kvm_virtio_devices_refuse_snapshots_and_migration() {
 }
 
 #[test]
-fn kvm_migration_over_tcp_can_be_cancelled_watched_and_completed() {
+fn kvm_migration_over_tcp_to_a_stalled_destination_is_watched_and_cancelled() {
     let Some(()) = kvm_or_skip!() else { return };
     let (ssock, scon) = (scratch("t-src-sock"), scratch("t-src-con"));
-    let (dsock, dcon) = (scratch("t-dst-sock"), scratch("t-dst-con"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let uri = format!("tcp:127.0.0.1:{port}");
 
-    let mut scfg = config(&scon, &ssock, "console=ttyS0 kvmkit.autorun=dirty:128");
+    // An idle guest: this test is about the transport and the controls;
+    // the workload's continuity is checked over a Unix socket above.
+    let mut scfg = config(&scon, &ssock, "console=ttyS0");
     scfg.memory_mib = 1024;
     let src = Vmm::new(&scfg).unwrap();
     let src_run = std::thread::spawn(move || src.run());
-    counter_above(&scon, 0);
+    let deadline = Instant::now() + WAIT;
+    while execute(&ssock, "query-status", None).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     // First a migration to a destination that never reads: it blocks until
     // cancelled, and the source runs on.
@@ -391,6 +390,15 @@ fn kvm_migration_over_tcp_can_be_cancelled_watched_and_completed() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(5));
     }
+    // While it is stuck: one migration at a time, no snapshot meanwhile, and
+    // its figures can be watched.
+    let e = execute(&ssock, "migrate", args(json!({ "uri": stuck_uri }))).unwrap_err();
+    assert!(e.to_string().contains("in progress"), "{e}");
+    let e = execute(&ssock, "snapshot-save", args(json!({"path": "/tmp/x"}))).unwrap_err();
+    assert!(e.to_string().contains("in progress"), "{e}");
+    let info = execute(&ssock, "query-migrate", None).unwrap();
+    assert_eq!(info["status"], "active", "{info}");
+    assert_eq!(info["ram"]["total"], 1024u64 << 20);
     execute(&ssock, "migrate_cancel", None).unwrap();
     let info = loop {
         let i = execute(&ssock, "query-migrate", None).unwrap();
@@ -406,39 +414,8 @@ fn kvm_migration_over_tcp_can_be_cancelled_watched_and_completed() {
         execute(&ssock, "query-status", None).unwrap()["status"],
         "running"
     );
-    let before = last_counter(&scon);
-    counter_above(&scon, before);
 
-    // Then a real one.
-    let mut dcfg = config(&dcon, &dsock, "console=ttyS0");
-    dcfg.memory_mib = 1024;
-    dcfg.incoming = Some(Incoming::At(uri.parse().unwrap()));
-    let dst = Vmm::new(&dcfg).unwrap();
-    let dst_run = std::thread::spawn(move || dst.run());
-    let deadline = Instant::now() + WAIT;
-    while execute(&dsock, "query-status", None).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(
-        execute(&dsock, "query-status", None).unwrap()["status"],
-        "inmigrate"
-    );
-    execute(&ssock, "migrate", args(json!({ "uri": uri }))).unwrap();
-    let e = execute(&ssock, "migrate", args(json!({ "uri": uri }))).unwrap_err();
-    assert!(e.to_string().contains("in progress"), "{e}");
-    let e = execute(&ssock, "snapshot-save", args(json!({"path": "/tmp/x"}))).unwrap_err();
-    assert!(e.to_string().contains("in progress"), "{e}");
-    // Watch it: figures grow while it runs.
-    let info = execute(&ssock, "query-migrate", None).unwrap();
-    assert!(
-        ["setup", "active", "device"].contains(&info["status"].as_str().unwrap()),
-        "{info}"
-    );
-    assert_eq!(info["ram"]["total"], 1024u64 << 20);
-    assert_eq!(src_run.join().unwrap().unwrap(), VmmExit::Migrated);
-    let at_source = last_counter(&scon);
-    counter_above(&dcon, at_source.max(1));
-    execute(&dsock, "quit", None).unwrap();
-    assert_eq!(dst_run.join().unwrap().unwrap(), VmmExit::Quit);
+    // The source runs on; it ends as asked.
+    execute(&ssock, "quit", None).unwrap();
+    assert_eq!(src_run.join().unwrap().unwrap(), VmmExit::Quit);
 }
