@@ -407,8 +407,10 @@ fn run_source<S: MigrationSource, R: Read, W: Write>(
     // serves the paused round too, keeping the downtime free of it.
     let mut probe;
     loop {
-        let t = Instant::now();
+        // Made before the clock starts: reading smaps is no part of the
+        // bandwidth the round measures.
         probe = ZeroProbe::new();
+        let t = Instant::now();
         let before = w.bytes_written();
         let mut stats = SendStats::default();
         progress
