@@ -242,6 +242,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Guest RAM: the writable slots of the table.
+fn ram_ranges(table: &Mutex<SlotTable<HostArch>>) -> Vec<RamRange> {
+    ram_slots(&lock(table))
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// Guest RAM with the slot of each range.
 fn ram_slots(table: &SlotTable<HostArch>) -> Vec<(SlotId, RamRange)> {
     table
         .iter()
@@ -339,10 +347,7 @@ impl Migrator {
         let res = (|| {
             let state = self.save_state()?;
             let profile = serde_json::to_value(profile).map_err(|e| e.to_string())?;
-            let ram: Vec<RamRange> = ram_slots(&lock(&self.table))
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect();
+            let ram = ram_ranges(&self.table);
             save_snapshot(dir, &*self.memory, &ram, &profile, &state).map_err(|e| {
                 format!(
                     "cannot save the snapshot: {}",
@@ -532,10 +537,7 @@ impl MigrationSource for VmmSource<'_> {
     }
 
     fn ram(&self) -> Vec<RamRange> {
-        ram_slots(&lock(&self.m.table))
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect()
+        ram_ranges(&self.m.table)
     }
 
     fn profile(&mut self) -> Result<Value, BoxError> {
@@ -614,10 +616,7 @@ impl MigrationDestination for VmmDestination<'_> {
     }
 
     fn ram(&self) -> Vec<RamRange> {
-        ram_slots(&lock(self.table))
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect()
+        ram_ranges(self.table)
     }
 
     fn check_profile(&mut self, profile: &Value) -> Result<(), BoxError> {
